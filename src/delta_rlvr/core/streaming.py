@@ -1,0 +1,335 @@
+"""Streaming DelTA coefficients: the same numbers as `delta_coefficients`, from micro-batches.
+
+For rollout batches whose hidden states do not fit in memory at once. The caller feeds the
+batch micro-batch by micro-batch, once per pass, in the same order every pass, and recomputes
+the proxy each time (for instance with a forward pass); only O(H^2) statistics persist.
+
+Pass plan (spec section 7):
+
+    pass 0 (the old-log-prob pass):   side masses and advantage-weighted sums -> mu^(0);
+                                      per side count, sum v, sum v v^T        -> gamma^(0)
+    pass 1..K (refinement k = 0..K-1): Delta^(k), alpha^(k) -> mu^(k+1); Var(Delta^(k)) -> gamma^(k+1)
+    pass K+1 (final):                  Delta^(K), alpha*, lambda; N and Z
+
+gamma^(0) comes from accumulated moments without a pass of its own: over a side,
+Var(Delta) = c^T Cov(v) c with c = 2 (mu+ - mu-), because the two-sided margin is affine in v.
+So pass 0 doubles as the old-log-prob pass and K + 1 passes follow it, one fewer than a direct
+measurement needs. The within-side margin is quadratic in v, so with `contrast="within_side"`
+one extra pass measures Var(Delta^(0)) directly.
+
+Every accumulator is a float64 sum, so micro-batch splits only change rounding, and a
+`reduce` hook (for instance an all-reduce over data-parallel ranks) can pool them before each
+pass closes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from delta_rlvr.core.coefficients import (
+    MASS_EPS,
+    DeltaConfig,
+    DeltaStats,
+    assign,
+    centroid_geometry,
+    centroids,
+    check_finite,
+    check_inputs,
+    coefficient_map,
+    coefficient_stats,
+    margin_moments,
+    margins,
+    side_masses,
+    side_weighted_sums,
+    std_from_moments,
+    token_sides,
+)
+
+Reduce = Callable[[Tensor], Tensor]
+MicroBatch = tuple[Tensor, Tensor, Tensor]  # (grad_proxy (b, T, H), advantages (b,), mask (b, T))
+
+
+@dataclass(frozen=True)
+class StreamedDeltaCoefficients:
+    """coef: one (b_i, T_i) float32 tensor per micro-batch, in feeding order; stats: pooled."""
+
+    coef: list[Tensor]
+    stats: DeltaStats
+
+
+class DeltaStream:
+    """Stateful accumulator for the streaming form. Usage::
+
+        stream = DeltaStream(config)
+        while not stream.done:
+            for v, adv, mask in micro_batches():      # same order every pass
+                stream.update(v, adv, mask)
+            stream.end_pass()
+        result = stream.result()
+
+    `run(micro_batches)` does exactly that loop. The trainer can instead feed pass 0 from its
+    old-log-prob forward and then call `run` for the remaining passes.
+    """
+
+    def __init__(
+        self,
+        config: DeltaConfig = DeltaConfig(),
+        *,
+        reduce: Reduce | None = None,
+        temperature: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if temperature is not None and not config.freeze_temperature:
+            raise ValueError(
+                "DeltaStream: a fixed temperature was passed but config.freeze_temperature is "
+                "False; set freeze_temperature=True or pass temperature=None"
+            )
+        self.config = config
+        self._reduce = reduce
+        self._fixed_gamma = temperature
+        self._generator = generator
+        self._phases = self._plan(config)
+        self._pass = 0
+        self._acc: Tensor | None = None  # this pass's flat float64 accumulator
+        self._h: int | None = None
+        self._device: torch.device | None = None
+        k1 = config.refine_steps + 1
+        self._temps = torch.full((k1, 2), float("nan"), dtype=torch.float64)
+        self._stds = torch.full((k1, 2), float("nan"), dtype=torch.float64)
+        self._norms = torch.full((k1, 2), float("nan"), dtype=torch.float32)
+        self._coss = torch.full((k1,), float("nan"), dtype=torch.float32)
+        self._lams: list[Tensor] = []
+        self._alphas: list[Tensor] = []
+        self._sides: list[Tensor] = []
+
+    @staticmethod
+    def _plan(config: DeltaConfig) -> list[tuple[str, int]]:
+        if config.random_coefficients:
+            return [("moments", 0), ("final", 0)]
+        phases = [("moments", 0)]
+        if config.contrast == "within_side":
+            phases.append(("measure", 0))
+        phases += [("refine", k) for k in range(config.refine_steps)]
+        return phases + [("final", config.refine_steps)]
+
+    @property
+    def num_passes(self) -> int:
+        """Passes over the data, the first included (K + 2 for the paper's method)."""
+        return len(self._phases)
+
+    @property
+    def done(self) -> bool:
+        return self._pass >= len(self._phases)
+
+    @property
+    def phase(self) -> str:
+        return self._phases[self._pass][0] if not self.done else "done"
+
+    # ----------------------------------------------------------------------------------------
+
+    def update(self, grad_proxy: Tensor, advantages: Tensor, mask: Tensor) -> None:
+        """Feed one micro-batch of the current pass."""
+        if self.done:
+            raise RuntimeError("DeltaStream.update: all passes are finished; call result()")
+        check_inputs(grad_proxy, advantages, mask)
+        b, t, h = grad_proxy.shape
+        if self._h is None:
+            self._h, self._device = h, grad_proxy.device
+        elif h != self._h:
+            raise ValueError(f"DeltaStream.update: hidden size changed from {self._h} to {h}")
+        v = grad_proxy.reshape(b * t, h).float()
+        side = token_sides(advantages, mask).reshape(-1)
+        weight = advantages.abs().float().unsqueeze(-1).expand(b, t).reshape(-1)
+        phase, k = self._phases[self._pass]
+        if phase == "moments":
+            part = self._moments(v, side, weight, mask.reshape(-1))
+        elif phase == "measure":
+            part = margin_moments(margins(v, side, self._mu, self.config.contrast), side).reshape(-1)
+        elif phase == "refine":
+            delta = margins(v, side, self._mu, self.config.contrast)
+            w = weight * assign(delta, side, self._gamma, self.config.assignment)
+            part = torch.cat(
+                [
+                    side_masses(side, w),
+                    side_weighted_sums(v, side, w).reshape(-1),
+                    margin_moments(delta, side).reshape(-1),
+                ]
+            )
+        else:  # final
+            part = self._final(v, side, mask.reshape(-1), (b, t))
+        self._acc = part if self._acc is None else self._acc + part
+
+    def _moments(self, v: Tensor, side: Tensor, weight: Tensor, valid: Tensor) -> Tensor:
+        h = v.shape[1]
+        counts = torch.stack([valid.sum(), (valid & (side == 0)).sum()]).double()
+        if self.config.random_coefficients:
+            return torch.cat([counts, side_masses(side, weight)])
+        second = torch.zeros(2, h, h, dtype=torch.float64, device=v.device)
+        first = torch.zeros(2, h, dtype=torch.float64, device=v.device)
+        n_side = torch.zeros(2, dtype=torch.float64, device=v.device)
+        for i, s in enumerate((1, -1)):
+            rows = v[side == s]
+            n_side[i] = rows.shape[0]
+            first[i] = rows.sum(0).double()
+            second[i] = (rows.T @ rows).double()
+        return torch.cat(
+            [
+                counts,
+                side_masses(side, weight),
+                side_weighted_sums(v, side, weight).reshape(-1),
+                n_side,
+                first.reshape(-1),
+                second.reshape(-1),
+            ]
+        )
+
+    def _final(self, v: Tensor, side: Tensor, valid: Tensor, shape: tuple[int, int]) -> Tensor:
+        if self.config.random_coefficients:
+            gen = self._generator
+            u = torch.rand(side.numel(), generator=gen, device="cpu" if gen is None else gen.device)
+            alpha = torch.where(side != 0, u.to(side.device), torch.zeros((), device=side.device))
+            moments = torch.zeros(2, 3, dtype=torch.float64, device=side.device)
+        else:
+            delta = margins(v, side, self._mu, self.config.contrast)
+            alpha = assign(delta, side, self._gamma, self.config.assignment)
+            moments = margin_moments(delta, side)
+        lam = coefficient_map(alpha, side, valid, self.config)
+        self._lams.append(lam.reshape(shape))
+        self._alphas.append(alpha)
+        self._sides.append(side)
+        return torch.cat([lam.double().sum().reshape(1), moments.reshape(-1)])
+
+    # ----------------------------------------------------------------------------------------
+
+    def end_pass(self) -> None:
+        """Close the current pass: pool the sums (reduce hook) and derive what the next needs."""
+        if self.done:
+            raise RuntimeError("DeltaStream.end_pass: all passes are finished")
+        if self._acc is None:
+            raise RuntimeError("DeltaStream.end_pass: no micro-batch was fed in this pass")
+        acc = self._acc if self._reduce is None else self._reduce(self._acc)
+        self._acc = None
+        phase, k = self._phases[self._pass]
+        h = self._h
+        if phase == "moments":
+            self._valid_tokens, self._zero_adv_tokens = acc[0], acc[1]
+            self._masses0 = acc[2:4]
+            if not self.config.random_coefficients:
+                sums = acc[4 : 4 + 2 * h].reshape(2, h)
+                check_finite(sums, "moments pass")
+                o = 4 + 2 * h
+                n_side = acc[o : o + 2]
+                first = acc[o + 2 : o + 2 + 2 * h].reshape(2, h)
+                second = acc[o + 2 + 2 * h :].reshape(2, h, h)
+                self._side_tokens = n_side
+                self._mu = centroids(sums, self._masses0)
+                if self.config.contrast == "two_sided":
+                    self._set_initial_gamma(self._gamma_from_moments(n_side, first, second))
+            else:
+                self._side_tokens = None
+        elif phase == "measure":
+            self._set_initial_gamma(std_from_moments(acc.reshape(2, 3)))
+        elif phase == "refine":
+            masses, sums = acc[:2], acc[2 : 2 + 2 * h].reshape(2, h)
+            check_finite(sums, "refinement pass")
+            self._record(k)
+            measured = std_from_moments(acc[2 + 2 * h :].reshape(2, 3))
+            self._stds[k] = measured.cpu()
+            self._mu = centroids(sums, masses)
+            if self._fixed_gamma is None:
+                self._gamma = measured  # lag: Var(Delta^(k)) sets gamma^(k+1)
+        else:  # final
+            self._z = acc[0]
+            if not self.config.random_coefficients:
+                self._record(k)
+                self._stds[k] = std_from_moments(acc[1:].reshape(2, 3)).cpu()
+        self._pass += 1
+
+    def _gamma_from_moments(self, n_side: Tensor, first: Tensor, second: Tensor) -> Tensor:
+        """Per-side std of the two-sided margin from count, sum v and sum v v^T."""
+        c = 2.0 * (self._mu[0] - self._mu[1])
+        n = n_side.clamp_min(1)
+        mean_proj = (first @ c) / n  # (2,)
+        second_proj = torch.einsum("i,sij,j->s", c, second, c) / n
+        var = (second_proj - mean_proj.square()).clamp_min(0)
+        return var.clamp_min(1e-8).sqrt()
+
+    def _set_initial_gamma(self, measured: Tensor) -> None:
+        self._stds[0] = measured.cpu()
+        if self._fixed_gamma is not None:
+            self._gamma = self._fixed_gamma.to(device=measured.device, dtype=torch.float64)
+        else:
+            self._gamma = measured
+
+    def _record(self, k: int) -> None:
+        self._temps[k] = self._gamma.cpu()
+        norms, cos = centroid_geometry(self._mu)
+        self._norms[k], self._coss[k] = norms.cpu(), cos.cpu()
+
+    # ----------------------------------------------------------------------------------------
+
+    def result(self) -> StreamedDeltaCoefficients:
+        """Normalised coefficients per micro-batch (in the final pass's order) and statistics."""
+        if not self.done:
+            raise RuntimeError(
+                f"DeltaStream.result: {self.num_passes - self._pass} pass(es) still to run "
+                f"(next: {self.phase})"
+            )
+        device = self._device
+        if self.config.self_normalise:
+            normaliser = self._valid_tokens / self._z.clamp_min(MASS_EPS)
+        else:
+            normaliser = torch.ones((), dtype=torch.float64, device=device)
+        coefs = [(lam.double() * normaliser).float() for lam in self._lams]
+        flat = torch.cat([c.reshape(-1) for c in coefs])
+        mean, std, qs, at_min, at_max = coefficient_stats(
+            flat, torch.cat(self._alphas), torch.cat(self._sides)
+        )
+        side_tokens = self._side_tokens
+        if side_tokens is None:  # random coefficients: count from what was kept
+            sides = torch.cat(self._sides)
+            side_tokens = torch.stack([(sides > 0).sum(), (sides < 0).sum()])
+        stats = DeltaStats(
+            side_mass=self._masses0.float(),
+            side_tokens=side_tokens.long(),
+            zero_adv_tokens=self._zero_adv_tokens.long(),
+            valid_tokens=self._valid_tokens.long(),
+            centroid_norm=self._norms.to(device),
+            centroid_cosine=self._coss.to(device),
+            temperature=self._temps.float().to(device),
+            margin_std=self._stds.float().to(device),
+            coef_mean=mean,
+            coef_std=std,
+            coef_quantiles=qs,
+            frac_at_min=at_min,
+            frac_at_max=at_max,
+            normaliser=normaliser.float(),
+        )
+        return StreamedDeltaCoefficients(coef=coefs, stats=stats)
+
+    def run(self, micro_batches: Callable[[], Iterable[MicroBatch]]) -> StreamedDeltaCoefficients:
+        """Run every remaining pass, calling `micro_batches()` once per pass."""
+        while not self.done:
+            for v, adv, mask in micro_batches():
+                self.update(v, adv, mask)
+            self.end_pass()
+        return self.result()
+
+
+def delta_coefficients_streamed(
+    micro_batches: Callable[[], Iterable[MicroBatch]],
+    config: DeltaConfig = DeltaConfig(),
+    *,
+    reduce: Reduce | None = None,
+    temperature: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> StreamedDeltaCoefficients:
+    """Streaming form of `delta_coefficients`: `micro_batches()` is called once per pass
+    (`DeltaStream(config).num_passes` times) and must yield the same micro-batches in the
+    same order each time."""
+    stream = DeltaStream(config, reduce=reduce, temperature=temperature, generator=generator)
+    return stream.run(micro_batches)
