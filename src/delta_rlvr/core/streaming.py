@@ -173,9 +173,24 @@ class DeltaStream:
         n_side = torch.zeros(2, dtype=torch.float64, device=v.device)
         for i, s in enumerate((1, -1)):
             rows = v[side == s]
-            n_side[i] = rows.shape[0]
-            first[i] = rows.sum(0).double()
-            second[i] = (rows.T @ rows).double()
+            n = rows.shape[0]
+            n_side[i] = n
+            first[i] = rows.sum(0, dtype=torch.float64)
+            if n == 0:
+                continue
+            # sum v v^T through rows centred on their float32 mean m: the float32 product then
+            # carries the spread, not the (possibly much larger) shared mean, and
+            # sum v v^T = sum rc rc^T + m r^T + r m^T + n m m^T exactly, with r = sum rc.
+            m = (first[i] / n).to(v.dtype)
+            centred = rows - m
+            m64 = m.double()
+            r = first[i] - n * m64
+            second[i] = (
+                (centred.T @ centred).double()
+                + torch.outer(m64, r)
+                + torch.outer(r, m64)
+                + n * torch.outer(m64, m64)
+            )
         return torch.cat(
             [
                 counts,
