@@ -1,0 +1,48 @@
+"""Prompts and gold answers: records, loaders, built-in datasets, procedural tasks, templates.
+
+Public API:
+- `PromptRecord`, `LoadSummary`, `DataError`
+- `FieldMap`, `load_jsonl`, `load_parquet`, `load_hub`, `load_file`
+- `DatasetSpec`, `BUILTIN_DATASETS`, `load_dataset_spec(name, path=..., skip_bad_rows=...)`
+- `ArithmeticConfig`, `arithmetic_problem`, `arithmetic_dataset`, `score_arithmetic`,
+  `extract_arithmetic_answer` (the embedded default task)
+- `ReasoningGymTask` (optional extra `gym`)
+- `TemplateOptions`, `render_prompt`, `TEMPLATES`
+"""
+
+from delta_rlvr.data.arithmetic import (
+    ArithmeticConfig,
+    arithmetic_dataset,
+    arithmetic_problem,
+    extract_arithmetic_answer,
+    score_arithmetic,
+)
+from delta_rlvr.data.gym import ReasoningGymTask
+from delta_rlvr.data.loaders import FieldMap, load_file, load_hub, load_jsonl, load_parquet
+from delta_rlvr.data.records import DataError, LoadSummary, PromptRecord
+from delta_rlvr.data.specs import BUILTIN_DATASETS, DatasetSpec, get_dataset_spec, load_dataset_spec
+from delta_rlvr.data.templates import TEMPLATES, TemplateOptions, render_prompt
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "TEMPLATES",
+    "ArithmeticConfig",
+    "DataError",
+    "DatasetSpec",
+    "FieldMap",
+    "LoadSummary",
+    "PromptRecord",
+    "ReasoningGymTask",
+    "TemplateOptions",
+    "arithmetic_dataset",
+    "arithmetic_problem",
+    "extract_arithmetic_answer",
+    "get_dataset_spec",
+    "load_dataset_spec",
+    "load_file",
+    "load_hub",
+    "load_jsonl",
+    "load_parquet",
+    "render_prompt",
+    "score_arithmetic",
+]

@@ -1,0 +1,210 @@
+"""Loaders for JSON lines, Parquet and Hugging Face datasets, with a field mapping per dataset.
+
+Every loader returns `(records, LoadSummary)`. A bad row (missing question or answer, a
+non-string answer where strings are expected, a gold that cannot be extracted, an undecodable
+line) raises `DataError` naming the file, the line and the field, unless `skip_bad_rows=True`,
+in which case it is skipped and listed in the summary. An empty file, a file whose every row
+is bad, or a mapping whose field names match no row is an error in both modes: the most common
+cause is a wrong `FieldMap`, and silently training on nothing is worse than stopping.
+Optional dependencies (pyarrow, datasets) are imported inside the function that needs them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from delta_rlvr.data.records import DataError, LoadSummary, PromptRecord, SkippedRow
+from delta_rlvr.verifiers.extract import extract_boxed, extract_hashes, extract_raw
+
+GoldFormat = Literal["raw", "hashes", "boxed"]
+
+GOLD_EXTRACTORS = {"raw": extract_raw, "hashes": extract_hashes, "boxed": extract_boxed}
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    """Which row fields hold what, and how the gold sits in its field.
+
+    question / messages: the prompt field (set `messages` for a chat list of {role, content}).
+    answer: the gold field; `gold_format` says how to get the bare answer from it ("hashes"
+      for GSM8K solutions ending in `#### 18`, "boxed" for MATH solutions, "raw" otherwise).
+    numeric_answers: accept int/float golds (AIME, AMC) and write them as strings (27.0 -> "27").
+    id: the id field (default: `<source>-<line>`); metadata: fields copied into metadata.
+    """
+
+    question: str = "question"
+    answer: str = "answer"
+    messages: str | None = None
+    gold_format: GoldFormat = "raw"
+    numeric_answers: bool = False
+    id: str | None = None
+    metadata: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.gold_format not in GOLD_EXTRACTORS:
+            raise ValueError(f"FieldMap.gold_format={self.gold_format!r} is not one of {sorted(GOLD_EXTRACTORS)}")
+
+
+class _BadRow(Exception):
+    def __init__(self, field_name: str | None, message: str) -> None:
+        super().__init__(message)
+        self.field_name, self.message = field_name, message
+
+
+def _gold_text(value: Any, fields: FieldMap) -> str:
+    if isinstance(value, str):
+        text = value
+    elif fields.numeric_answers and isinstance(value, (int, float)) and not isinstance(value, bool):
+        text = str(int(value)) if float(value).is_integer() else repr(float(value))
+    else:
+        hint = " (set FieldMap(numeric_answers=True) for numeric golds)" if isinstance(value, (int, float)) else ""
+        raise _BadRow(fields.answer, f"answer must be a string, got {type(value).__name__} {value!r:.60}{hint}")
+    gold = GOLD_EXTRACTORS[fields.gold_format](text)
+    if gold is None:
+        raise _BadRow(fields.answer, f"no {fields.gold_format} answer in {text[-80:]!r}")
+    return gold
+
+
+def _messages(value: Any, field_name: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, list) or not value:
+        raise _BadRow(field_name, "messages must be a non-empty list of {role, content}")
+    try:
+        return tuple((str(item["role"]), item["content"]) for item in value)
+    except (KeyError, TypeError):
+        raise _BadRow(field_name, "each message needs 'role' and 'content' keys") from None
+
+
+def _record(row: Any, line: int, fields: FieldMap, source: str) -> PromptRecord:
+    if not isinstance(row, dict):
+        raise _BadRow(None, f"row must be a JSON object, got {type(row).__name__}")
+    prompt_field = fields.messages or fields.question
+    for name in (prompt_field, fields.answer):
+        if row.get(name) is None:
+            raise _BadRow(name, f"missing; the row has fields {sorted(row)[:12]} (fix the FieldMap)")
+    question = messages = None
+    if fields.messages:
+        messages = _messages(row[fields.messages], fields.messages)
+    else:
+        question = row[fields.question]
+        if not isinstance(question, str) or not question.strip():
+            raise _BadRow(fields.question, f"question must be a non-empty string, got {question!r:.60}")
+    gold = _gold_text(row[fields.answer], fields)
+    record_id = str(row[fields.id]) if fields.id and row.get(fields.id) is not None else f"{source}-{line}"
+    metadata = {name: row[name] for name in fields.metadata if name in row}
+    try:
+        return PromptRecord(record_id, gold, source, question, messages, metadata)
+    except ValueError as error:
+        raise _BadRow(None, str(error)) from None
+
+
+def rows_to_records(
+    rows: Iterable[tuple[int, Any]], fields: FieldMap, *, path: str, source: str, skip_bad_rows: bool
+) -> tuple[list[PromptRecord], LoadSummary]:
+    """Validate (line, row) pairs into records; the shared core of every loader."""
+    records: list[PromptRecord] = []
+    skipped: list[SkippedRow] = []
+    read = 0
+    for line, row in rows:
+        read += 1
+        try:
+            if isinstance(row, _BadRow):
+                raise row
+            records.append(_record(row, line, fields, source))
+        except _BadRow as bad:
+            if not skip_bad_rows:
+                raise DataError(path, line, bad.field_name, bad.message) from None
+            skipped.append(SkippedRow(line, bad.field_name, bad.message))
+    if read == 0:
+        raise DataError(path, 0, None, "no rows: the file is empty")
+    if not records:
+        first = skipped[0]
+        raise DataError(path, first.line, first.field, f"every one of {read} rows is bad; first: {first.message}")
+    return records, LoadSummary(path, read, len(records), tuple(skipped))
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.readlines()
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            yield number, json.loads(text)
+        except json.JSONDecodeError as error:
+            truncated = number == len(lines) and not text.endswith("\n")
+            hint = " (the file looks truncated)" if truncated else ""
+            yield number, _BadRow(None, f"invalid JSON: {error.msg} at column {error.colno}{hint}")
+
+
+def load_jsonl(
+    path: str | Path, fields: FieldMap = FieldMap(), *, source: str | None = None, skip_bad_rows: bool = False
+) -> tuple[list[PromptRecord], LoadSummary]:
+    """Records from a JSON-lines file (one object per line; blank lines ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(str(path), 0, None, "no such file")
+    return rows_to_records(_jsonl_rows(path), fields, path=str(path), source=source or path.stem, skip_bad_rows=skip_bad_rows)
+
+
+def load_parquet(
+    path: str | Path, fields: FieldMap = FieldMap(), *, source: str | None = None, skip_bad_rows: bool = False
+) -> tuple[list[PromptRecord], LoadSummary]:
+    """Records from a Parquet file; "line" in errors is the 1-based row number."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ImportError("reading Parquet needs pyarrow: pip install 'delta-rlvr[parquet]'") from None
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(str(path), 0, None, "no such file")
+    try:
+        table = pq.read_table(path)
+    except Exception as error:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        raise DataError(str(path), 0, None, f"unreadable Parquet ({type(error).__name__}: {error})") from None
+    rows = enumerate(table.to_pylist(), start=1)
+    return rows_to_records(rows, fields, path=str(path), source=source or path.stem, skip_bad_rows=skip_bad_rows)
+
+
+def load_hub(
+    hub_id: str,
+    fields: FieldMap,
+    *,
+    split: str,
+    config: str | None = None,
+    source: str | None = None,
+    skip_bad_rows: bool = False,
+) -> tuple[list[PromptRecord], LoadSummary]:
+    """Records from a Hugging Face hub dataset; needs `datasets` and a reachable hub."""
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError(
+            f"loading {hub_id!r} from the hub needs the `datasets` package (pip install datasets); "
+            "offline, pass a local JSON-lines or Parquet file instead (path=...)"
+        ) from None
+    try:
+        dataset = datasets.load_dataset(hub_id, config, split=split)
+    except Exception as error:  # noqa: BLE001 - network, auth and missing-split errors vary
+        raise DataError(
+            f"hf://{hub_id}", 0, None,
+            f"could not load split {split!r} ({type(error).__name__}: {str(error)[:200]}); "
+            "offline, pass a local file instead (path=...)",
+        ) from None  # fmt: skip
+    rows = enumerate(dataset, start=1)
+    return rows_to_records(rows, fields, path=f"hf://{hub_id}/{split}", source=source or hub_id, skip_bad_rows=skip_bad_rows)
+
+
+def load_file(
+    path: str | Path, fields: FieldMap = FieldMap(), *, source: str | None = None, skip_bad_rows: bool = False
+) -> tuple[list[PromptRecord], LoadSummary]:
+    """JSON lines or Parquet, chosen by the file suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".parquet":
+        return load_parquet(path, fields, source=source, skip_bad_rows=skip_bad_rows)
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        return load_jsonl(path, fields, source=source, skip_bad_rows=skip_bad_rows)
+    raise DataError(str(path), 0, None, f"unknown suffix {suffix!r}; use .jsonl or .parquet")

@@ -1,0 +1,35 @@
+"""Verifiable rewards: math answer checking, a sandboxed code runner, and reward shaping.
+
+Public API:
+- `score_math(predictions, golds, *, answer_format, timeout_s)` -> list[MathResult]
+- `extract_answer(text, answer_format)` and the `ANSWER_EXTRACTORS` table
+- `check_equivalence(gold, pred)` (in-process, no deadline; the pool runs it in workers)
+- `VerifierPool`, `configure_default_pool`
+- `run_code_tests(solution, tests, ...)` -> CodeResult (see `code_runner`)
+- `soft_overlong_penalty`, `format_reward` (see `shaping`)
+"""
+
+from delta_rlvr.verifiers.code_runner import CodeResult, CodeTests, run_code_tests, sandbox_isolation
+from delta_rlvr.verifiers.equivalence import check_equivalence
+from delta_rlvr.verifiers.extract import ANSWER_EXTRACTORS, AnswerFormat, extract_answer
+from delta_rlvr.verifiers.math_reward import MathReason, MathResult, score_math
+from delta_rlvr.verifiers.pool import VerifierPool, configure_default_pool
+from delta_rlvr.verifiers.shaping import format_reward, soft_overlong_penalty
+
+__all__ = [
+    "ANSWER_EXTRACTORS",
+    "AnswerFormat",
+    "CodeResult",
+    "CodeTests",
+    "MathReason",
+    "MathResult",
+    "VerifierPool",
+    "check_equivalence",
+    "configure_default_pool",
+    "extract_answer",
+    "format_reward",
+    "run_code_tests",
+    "sandbox_isolation",
+    "score_math",
+    "soft_overlong_penalty",
+]

@@ -1,0 +1,160 @@
+"""Pull the final answer out of a model's response.
+
+Design choices:
+- One extractor per answer format, in a visible name -> function table (`ANSWER_EXTRACTORS`).
+  Which one applies is a property of the dataset (MATH: boxed, GSM8K: `####`, DAPO-Math:
+  `Answer:`), so callers pick it explicitly; "auto" exists for mixed evaluation only.
+- Extraction runs in the caller's process, before any worker is involved: it is pure Python,
+  linear in the text length (a single left-to-right brace scan, no backtracking regex over the
+  whole text), so it cannot hang, and a timed-out check can still report what was extracted.
+- The *last* occurrence wins everywhere: models restate candidate answers before settling.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Literal
+
+AnswerFormat = Literal["boxed", "hashes", "answer_line", "answer_tag", "auto", "raw"]
+
+_BOX_COMMANDS = ("\\boxed", "\\fbox")
+
+
+def _find_last_command(text: str) -> tuple[int, str] | None:
+    """Position just after the last `\\boxed` or `\\fbox` that is a whole command name."""
+    best: tuple[int, str] | None = None
+    for command in _BOX_COMMANDS:
+        start = text.rfind(command)
+        while start != -1:
+            end = start + len(command)
+            # `\boxedx` is another macro, not `\boxed` followed by x.
+            if end >= len(text) or not text[end].isalpha():
+                if best is None or start > best[0]:
+                    best = (start, command)
+                break
+            start = text.rfind(command, 0, start)
+    if best is None:
+        return None
+    return best[0] + len(best[1]), best[1]
+
+
+def _balanced_group(text: str, open_index: int) -> str | None:
+    """Content of the brace group opening at `open_index`, or None when it never closes.
+
+    Escaped braces (`\\{`, `\\}`) are literal set braces and do not count towards the depth.
+    """
+    depth = 0
+    index = open_index
+    length = len(text)
+    while index < length:
+        char = text[index]
+        if char == "\\":
+            index += 2  # skip the escaped character, whatever it is
+            continue
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return text[open_index + 1 : index]
+        index += 1
+    return None
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` / `\\fbox{...}` (nested braces kept), or `\\boxed 5`.
+
+    Returns None when there is no box or its group is never closed (a truncated response).
+    """
+    found = _find_last_command(text)
+    if found is None:
+        return None
+    after, _ = found
+    rest_start = after
+    while rest_start < len(text) and text[rest_start] in " \t":
+        rest_start += 1
+    if rest_start < len(text) and text[rest_start] == "{":
+        content = _balanced_group(text, rest_start)
+        return None if content is None else content.strip()
+    if rest_start > after:
+        # `\boxed 5`: TeX takes the next token; models write a number or a short word there.
+        match = re.match(r"[^\s$}]+", text[rest_start:])
+        if match:
+            return match.group(0).rstrip(".,;")
+    return None
+
+
+_HASHES = re.compile(r"####[ \t]*([^\n]*)")
+
+
+def extract_hashes(text: str) -> str | None:
+    """Text after the last `#### ` marker (GSM8K's answer line), up to the end of that line."""
+    matches = _HASHES.findall(text)
+    if not matches:
+        return None
+    answer = matches[-1].strip().rstrip(".")
+    return answer or None
+
+
+_ANSWER_LINE = re.compile(r"(?im)^[ \t*_]*(?:final[ \t]+)?answer[ \t*_]*:[ \t*_]*([^\n]*)")
+
+
+def extract_answer_line(text: str) -> str | None:
+    """Text after the last line starting `Answer:` (DAPO-Math style), `$` and a final `.` removed."""
+    matches = _ANSWER_LINE.findall(text)
+    if not matches:
+        return None
+    answer = matches[-1].strip().strip("*_ ").rstrip(".").strip()
+    if answer.startswith("$") and answer.endswith("$") and len(answer) >= 2:
+        answer = answer.strip("$").strip()
+    return answer or None
+
+
+_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S)
+
+
+def extract_answer_tag(text: str) -> str | None:
+    """Content of the last `<answer>...</answer>` (reasoning-gym and R1-style prompts)."""
+    matches = _ANSWER_TAG.findall(text)
+    if not matches:
+        return None
+    answer = matches[-1].strip()
+    return answer or None
+
+
+def extract_raw(text: str) -> str | None:
+    """The whole text is the answer (golds, or tasks whose completions are just the answer)."""
+    answer = text.strip()
+    return answer or None
+
+
+def extract_auto(text: str) -> str | None:
+    """Boxed, then `####`, then `Answer:`: for evaluation over mixed sources only."""
+    for extractor in (extract_boxed, extract_hashes, extract_answer_line):
+        answer = extractor(text)
+        if answer is not None:
+            return answer
+    return None
+
+
+ANSWER_EXTRACTORS: dict[str, Callable[[str], str | None]] = {
+    "boxed": extract_boxed,
+    "hashes": extract_hashes,
+    "answer_line": extract_answer_line,
+    "answer_tag": extract_answer_tag,
+    "auto": extract_auto,
+    "raw": extract_raw,
+}
+
+
+def extract_answer(text: str, answer_format: AnswerFormat = "boxed") -> str | None:
+    """The final answer of `text` in `answer_format`, or None when there is none."""
+    try:
+        extractor = ANSWER_EXTRACTORS[answer_format]
+    except KeyError:
+        raise ValueError(
+            f"answer_format={answer_format!r} is not one of {sorted(ANSWER_EXTRACTORS)}; "
+            "pick the format the dataset's prompts ask for"
+        ) from None
+    return extractor(text)

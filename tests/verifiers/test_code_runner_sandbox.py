@@ -1,0 +1,117 @@
+"""Solutions are judged passed/failed/error/timeout, and hostile ones harm nothing."""
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from delta_rlvr.verifiers import CodeTests, run_code_tests, sandbox_isolation
+
+ADD_TESTS = CodeTests(assert_code="assert add(1, 2) == 3\nassert add(-1, 1) == 0")
+SUM_STDIO = CodeTests(stdio=(("1 2\n", "3\n"), ("10 -4", "6")))
+
+
+def test_isolation_in_use_is_described():
+    print("\nsandbox isolation:", sandbox_isolation())
+    assert "audit hook" in sandbox_isolation()
+
+
+@pytest.mark.parametrize(
+    ("solution", "tests", "status"),
+    [
+        ("def add(a, b):\n    return a + b\n", ADD_TESTS, "passed"),
+        ("def add(a, b):\n    return a - b\n", ADD_TESTS, "failed"),
+        ("def add(a, b) return a", ADD_TESTS, "error"),
+        ("def add(a, b):\n    raise RuntimeError('no')\n", ADD_TESTS, "error"),
+        ("a, b = map(int, input().split())\nprint(a + b)\n", SUM_STDIO, "passed"),
+        ("a, b = map(int, input().split())\nprint(a * b)\n", SUM_STDIO, "failed"),
+        ("import sys\na, b = map(int, sys.stdin.read().split())\nprint(a + b)\nsys.exit(0)\n", SUM_STDIO, "passed"),
+    ],
+)
+def test_solutions_get_the_right_status(solution, tests, status):
+    result = run_code_tests(solution, tests, timeout_s=5)
+    assert result.status == status, result
+    assert result.score == (1.0 if status == "passed" else 0.0)
+
+
+def test_humaneval_style_check_function_runs():
+    tests = CodeTests(assert_code="def check(candidate):\n    assert candidate(2) == 4\n\ncheck(double)\n")
+    assert run_code_tests("def double(x):\n    return 2 * x\n", tests).status == "passed"
+
+
+def test_exiting_early_cannot_fake_a_pass():
+    for solution in ("import sys\nsys.exit(0)\n", "import os\nos._exit(0)\n"):
+        assert run_code_tests(solution, ADD_TESTS).status == "error"
+
+
+def test_an_infinite_loop_times_out_on_the_wall_clock():
+    start = time.monotonic()
+    result = run_code_tests("while True:\n    pass\n", SUM_STDIO, timeout_s=1)
+    assert result.status == "timeout"
+    assert time.monotonic() - start < 1 + 2
+
+
+def test_an_output_flood_is_cut_off():
+    result = run_code_tests("while True:\n    print('x' * 1000)\n", SUM_STDIO, timeout_s=5, max_output_bytes=100_000)
+    assert result.status == "error"
+
+
+def test_a_memory_hog_fails_with_an_error():
+    result = run_code_tests("block = bytearray(8 * 1024 ** 3)\n", ADD_TESTS, memory_mb=512)
+    assert result.status == "error" and "MemoryError" in result.detail
+
+
+def test_forked_children_do_not_outlive_the_run(tmp_path):
+    marker = f"delta-sandbox-fork-{os.getpid()}"
+    solution = (
+        "import os, time\n"
+        "for _ in range(3):\n"
+        "    if os.fork() == 0:\n"
+        "        os.setsid()\n"
+        f"        time.sleep(30)  # {marker}\n"
+        "def add(a, b):\n    return a + b\n"
+    )
+    run_code_tests(solution, ADD_TESTS, timeout_s=3)
+    time.sleep(0.3)
+    survivors = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+    assert survivors == []
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "import os\nos.remove(TARGET)\n",
+        "import shutil\nshutil.rmtree(os.path.dirname(TARGET))\n",
+        "open(TARGET, 'w').write('overwritten')\n",
+        "import ctypes\nctypes.CDLL(None).unlink(TARGET.encode())\n",  # bypasses the audit hook
+        "import subprocess\nsubprocess.run(['rm', '-f', TARGET])\n",
+    ],
+)
+def test_files_outside_the_sandbox_survive(tmp_path, attack):
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    solution = f"import os\nTARGET = {str(target)!r}\n" + attack
+    run_code_tests(solution, CodeTests(assert_code="pass"), timeout_s=5)
+    assert target.read_text() == "keep me"
+
+
+def test_the_network_is_unreachable():
+    solution = (
+        "import socket\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n"
+        "s.settimeout(2)\n"
+        "s.connect(('1.1.1.1', 53))\n"
+    )
+    result = run_code_tests(solution, CodeTests(assert_code="pass"), timeout_s=5)
+    assert result.status == "error"
+
+
+def test_the_sandbox_dir_is_writable_and_private():
+    solution = "open('scratch.txt', 'w').write('ok')\nassert open('scratch.txt').read() == 'ok'\n"
+    assert run_code_tests(solution, CodeTests(assert_code="pass")).status == "passed"
+
+
+def test_malformed_tests_are_rejected_with_a_fix():
+    with pytest.raises(ValueError, match="exactly one of"):
+        CodeTests()
