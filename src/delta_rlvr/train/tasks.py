@@ -1,0 +1,152 @@
+"""What the trainer trains on: prompts in, rewards out, behind one small interface.
+
+A task gives deterministic training prompts by position (so a resumed run sees exactly the
+prompts an uninterrupted one would), a fixed held-out set, and a scorer that never raises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from delta_rlvr.data import (
+    ArithmeticConfig,
+    PromptRecord,
+    ReasoningGymTask,
+    arithmetic_problem,
+    get_dataset_spec,
+    load_dataset_spec,
+    TemplateOptions,
+    render_prompt,
+    score_arithmetic,
+)
+from delta_rlvr.train.config import ConfigError, TaskConfig
+
+
+class Task(Protocol):
+    name: str
+    answer_hint: str
+
+    def train_records(self, position: int, count: int) -> tuple[list[PromptRecord], int]:
+        """`count` training prompts starting at `position`; returns them and the next position."""
+
+    def eval_records(self) -> list[PromptRecord]:
+        """The held-out set (fixed for a config)."""
+
+    def score(self, completions: list[str], records: list[PromptRecord]) -> list[float]:
+        """One reward in [0, 1] per completion; never raises."""
+
+
+class ArithmeticTask:
+    """The built-in arithmetic family; the held-out problems never appear in training."""
+
+    answer_hint = "boxed"  # only used by non-raw templates; score_arithmetic reads boxed answers first
+
+    def __init__(self, cfg: TaskConfig) -> None:
+        self.config = ArithmeticConfig(
+            min_terms=cfg.terms, max_terms=cfg.terms, min_digits=cfg.digits, max_digits=cfg.digits,
+            operators=cfg.operators, seed=cfg.seed,
+        )
+        self.name = f"arithmetic-{cfg.terms}x{cfg.digits}{cfg.operators}"
+        # Eval problems come from a separate seed; training skips any question that is in it.
+        eval_cfg = ArithmeticConfig(**{**self.config.__dict__, "seed": cfg.seed + 1_000_003})
+        self._eval = [arithmetic_problem(i, eval_cfg) for i in range(cfg.eval_size)]
+        self._eval_questions = {r.question for r in self._eval}
+
+    def train_records(self, position: int, count: int) -> tuple[list[PromptRecord], int]:
+        out = []
+        while len(out) < count:
+            record = arithmetic_problem(position, self.config)
+            position += 1
+            if record.question not in self._eval_questions:
+                out.append(record)
+        return out, position
+
+    def eval_records(self) -> list[PromptRecord]:
+        return list(self._eval)
+
+    def score(self, completions: list[str], records: list[PromptRecord]) -> list[float]:
+        return score_arithmetic(completions, [r.gold for r in records])
+
+
+class _ListTask:
+    """Training prompts cycled from a list in a seeded order; a separate held-out list."""
+
+    def __init__(self, name: str, train: list[PromptRecord], evals: list[PromptRecord], seed: int) -> None:
+        import random
+
+        if not train:
+            raise ConfigError(f"task {name!r} has no training prompts")
+        self.name = name
+        self._train = list(train)
+        random.Random(seed).shuffle(self._train)
+        self._eval = evals
+
+    def train_records(self, position: int, count: int) -> tuple[list[PromptRecord], int]:
+        n = len(self._train)
+        return [self._train[(position + i) % n] for i in range(count)], position + count
+
+    def eval_records(self) -> list[PromptRecord]:
+        return list(self._eval)
+
+
+class GymTask(_ListTask):
+    answer_hint = "answer_tag"
+
+    def __init__(self, cfg: TaskConfig) -> None:
+        self._gym = ReasoningGymTask(cfg.gym_name, size=cfg.gym_size + cfg.eval_size, seed=cfg.seed, **cfg.gym_kwargs)
+        records = self._gym.records
+        super().__init__(f"gym-{cfg.gym_name}", records[cfg.eval_size:], records[: cfg.eval_size], cfg.seed)
+
+    def score(self, completions: list[str], records: list[PromptRecord]) -> list[float]:
+        return self._gym.score(completions, records)
+
+
+class MathDatasetTask(_ListTask):
+    def __init__(self, cfg: TaskConfig) -> None:
+        spec = get_dataset_spec(cfg.dataset)
+        train, _ = load_dataset_spec(cfg.dataset, path=cfg.dataset_path or None)
+        if cfg.eval_dataset:
+            evals, _ = load_dataset_spec(cfg.eval_dataset, path=cfg.eval_path or None)
+            evals = evals[: cfg.eval_size]
+        else:  # hold out the first eval_size problems of the training file
+            train, evals = train[cfg.eval_size:], train[: cfg.eval_size]
+        self.answer_hint = spec.answer_format
+        super().__init__(f"dataset-{cfg.dataset}", train, evals, cfg.seed)
+
+    def score(self, completions: list[str], records: list[PromptRecord]) -> list[float]:
+        from delta_rlvr.verifiers import score_math
+
+        results = score_math(completions, [r.gold for r in records], answer_format=self.answer_hint)
+        return [r.score for r in results]
+
+
+TASKS = {"arithmetic": ArithmeticTask, "reasoning_gym": GymTask, "dataset": MathDatasetTask}
+
+
+def build_task(cfg: TaskConfig) -> Task:
+    return TASKS[cfg.kind](cfg)
+
+
+@dataclass(frozen=True)
+class PromptEncoder:
+    """Renders records into prompt token ids with the configured template.
+
+    "raw" feeds the question as is (the tiny character model was warmed up on bare questions);
+    "plain", "few_shot" and "chat" add the instruction for the task's answer format, "chat"
+    through the tokenizer's own chat template (whose special tokens it already contains).
+    """
+
+    tokenizer: object
+    template: str
+    answer_format: str = "boxed"
+
+    def __call__(self, records: list[PromptRecord]) -> list[list[int]]:
+        tok = self.tokenizer
+        if self.template == "raw":
+            return [tok(r.question if r.question is not None else r.chat()[-1]["content"])["input_ids"] for r in records]
+        if self.template == "chat" and getattr(tok, "chat_template", None) is None:
+            raise ConfigError("task.template = 'chat' but the tokenizer has no chat template; use 'plain'")
+        options = TemplateOptions(answer_format=self.answer_format, tokenizer=tok)
+        texts = [render_prompt(r, self.template, options) for r in records]
+        return [tok(t, add_special_tokens=self.template != "chat")["input_ids"] for t in texts]

@@ -1,0 +1,88 @@
+"""Supervised warm-up of the embedded tiny model on worked arithmetic.
+
+RL needs a policy that is sometimes right: a random 0.75M-parameter model never is. The
+embedded default therefore starts from a short supervised warm-up on worked solutions
+("37+48+19=" -> "37+48=85. 85+19=104. answer 104<eos>"), stopped early, while sampled accuracy
+is still low (~30-50 %), so that RL has room to improve it. `scripts/build_default_model.py`
+runs this once and the result ships in `delta_rlvr/assets/arith-tiny`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from delta_rlvr.data import ArithmeticConfig, arithmetic_problem
+
+
+def worked_solution(question: str) -> str:
+    """Left-to-right partial sums of an addition chain: '37+48+19=' -> '37+48=85. 85+19=104. answer 104'."""
+    terms = [int(t) for t in question.rstrip("=").split("+")]
+    steps, total = [], terms[0]
+    for term in terms[1:]:
+        new = total + term
+        steps.append(f"{total}+{term}={new}.")
+        total = new
+    return " ".join(steps) + f" answer {total}"
+
+
+@dataclass(frozen=True)
+class WarmupConfig:
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 3e-3
+    eval_every: int = 50
+    eval_problems: int = 200
+    target_accuracy: float = 0.35
+    """Stop at the first evaluation whose sampled accuracy (T = 1) reaches this."""
+    seed: int = 0
+
+
+def _sample_accuracy(model, tokenizer, problems, seed) -> float:
+    from delta_rlvr.data import score_arithmetic
+    from delta_rlvr.models import sample_completions
+
+    prompts = [tokenizer(p.question)["input_ids"] for p in problems]
+    batch = sample_completions(model, prompts, num_samples=1, max_new_tokens=40, temperature=1.0, seed=seed)
+    texts = tokenizer.batch_decode(batch.completion_ids.masked_fill(~batch.completion_mask, tokenizer.pad_token_id), skip_special_tokens=True)
+    return sum(score_arithmetic(texts, [p.gold for p in problems])) / len(problems)
+
+
+def supervised_warmup(model, tokenizer, task: ArithmeticConfig, cfg: WarmupConfig = WarmupConfig(), log=print) -> list[dict]:
+    """Train in place on worked solutions until `target_accuracy`; returns the eval history."""
+    rng = random.Random(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    eval_set = [arithmetic_problem(i, ArithmeticConfig(**{**task.__dict__, "seed": task.seed + 555})) for i in range(cfg.eval_problems)]
+    eos = tokenizer.eos_token
+    history = []
+    torch.manual_seed(cfg.seed)
+    for step in range(1, cfg.steps + 1):
+        model.train()
+        problems = [arithmetic_problem(rng.randrange(10**9), task) for _ in range(cfg.batch_size)]
+        prompts = [tokenizer(p.question)["input_ids"] for p in problems]
+        answers = [tokenizer(worked_solution(p.question) + eos, add_special_tokens=False)["input_ids"] for p in problems]
+        width = max(len(a) + len(q) for a, q in zip(answers, prompts))
+        ids = torch.full((len(problems), width), tokenizer.pad_token_id)
+        labels = torch.full_like(ids, -100)
+        attn = torch.zeros_like(ids)
+        for i, (q, a) in enumerate(zip(prompts, answers)):
+            seq = q + a
+            ids[i, : len(seq)] = torch.tensor(seq)
+            labels[i, len(q): len(seq)] = torch.tensor(a)  # loss on the answer only
+            attn[i, : len(seq)] = 1
+        loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if step % cfg.eval_every == 0:
+            model.eval()
+            acc = _sample_accuracy(model, tokenizer, eval_set, seed=cfg.seed + step)
+            history.append({"step": step, "loss": loss.item(), "sampled_accuracy": acc})
+            log(f"warm-up step {step}: loss {loss.item():.4f}, sampled accuracy {acc:.3f}")
+            if acc >= cfg.target_accuracy:
+                break
+    model.eval()
+    return history
