@@ -146,3 +146,17 @@ def test_the_cli_refuses_a_bad_config_with_exit_code_2(tmp_path, capsys):
 
     assert main(["train", "--output-dir", str(tmp_path), "--set", "optim.lr=-1"]) == 2
     assert "optim.lr = -1" in capsys.readouterr().err
+
+
+def test_dynamic_sampling_keeps_only_groups_whose_rewards_differ(tmp_path):
+    trainer = Trainer(small_config(tmp_path / "dyn", "rollout.dynamic_sampling=true", "rollout.max_sampling_rounds=4",
+                                   "run.max_steps=1", "run.tensorboard=false", "rollout.overlong_buffer=8"))
+    from delta_rlvr.train.trainer import StageTimer
+
+    batch, records, rewards, correct, info = trainer._rollout(StageTimer(trainer.device))
+    per_group = correct.reshape(-1, 4)
+    assert len(records) == per_group.shape[0] <= 4
+    assert (per_group.max(1).values > per_group.min(1).values).all()
+    assert info["rounds"] >= 1 and batch.group_index.tolist() == [g for g in range(len(records)) for _ in range(4)]
+    # the soft overlong penalty only ever lowers a reward, by at most the factor (1.0)
+    assert ((correct - rewards) >= 0).all() and ((correct - rewards) <= 1).all()

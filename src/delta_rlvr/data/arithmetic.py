@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 
 from delta_rlvr.data.records import PromptRecord
-from delta_rlvr.verifiers.extract import extract_boxed
+from delta_rlvr.verifiers.extract import extract_number
 
 _OPERATORS = frozenset("+-*")
 
@@ -87,20 +87,9 @@ def arithmetic_dataset(size: int, config: ArithmeticConfig = ArithmeticConfig(),
     return [arithmetic_problem(index, config) for index in range(start, start + size)]
 
 
-_AFTER_ANSWER = re.compile(r"answer\s*(?:is)?\s*[:=]?\s*(-?\d+)", re.I)
-_INTEGER = re.compile(r"-?\d+")
-
-
 def extract_arithmetic_answer(completion: str) -> str | None:
     """Boxed answer, else the number after the last "answer", else the last integer."""
-    boxed = extract_boxed(completion)
-    if boxed is not None:
-        return boxed.strip()
-    after = _AFTER_ANSWER.findall(completion)
-    if after:
-        return after[-1]
-    numbers = _INTEGER.findall(completion)
-    return numbers[-1] if numbers else None
+    return extract_number(completion)
 
 
 def score_arithmetic(completions: list[str], golds: list[str]) -> list[float]:

@@ -20,6 +20,7 @@ INSTRUCTIONS: dict[str, str] = {
     "answer_line": "Please reason step by step, and end with a line of the form 'Answer: <answer>'.",
     "answer_tag": "Please reason step by step, and give your final answer as <answer>...</answer>.",
     "raw": "Give only the final answer.",
+    "number": "Give only the final answer.",
 }
 
 TemplateName = Literal["plain", "chat", "few_shot"]

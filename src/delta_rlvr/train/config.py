@@ -58,6 +58,9 @@ class TaskConfig:
     dataset_path: str = ""
     eval_dataset: str = ""
     eval_path: str = ""
+    answer_format: Literal["", "boxed", "hashes", "answer_line", "answer_tag", "auto", "raw", "number"] = ""
+    """What the prompt asks for and the verifier extracts; "" = the task's own (reasoning_gym:
+    answer_tag, datasets: their spec's format)."""
     template: Literal["raw", "plain", "chat", "few_shot"] = "raw"
     """"raw": the question as is (the tiny character model); "chat": the tokenizer's template."""
     eval_size: int = 200
@@ -147,10 +150,10 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    max_steps: int = 150
+    max_steps: int = 200
     seed: int = 0
     output_dir: str = "runs/default"
-    eval_every: int = 0
+    eval_every: int = 50
     """Evaluate on the held-out set every N steps (0 = only before and after training)."""
     eval_samples: int = 4
     """k of avg@k in evaluation."""

@@ -91,10 +91,11 @@ class _ListTask:
 
 
 class GymTask(_ListTask):
-    answer_hint = "answer_tag"
-
     def __init__(self, cfg: TaskConfig) -> None:
-        self._gym = ReasoningGymTask(cfg.gym_name, size=cfg.gym_size + cfg.eval_size, seed=cfg.seed, **cfg.gym_kwargs)
+        self.answer_hint = cfg.answer_format or "answer_tag"
+        self._gym = ReasoningGymTask(
+            cfg.gym_name, size=cfg.gym_size + cfg.eval_size, seed=cfg.seed, answer_format=self.answer_hint, **cfg.gym_kwargs
+        )
         records = self._gym.records
         super().__init__(f"gym-{cfg.gym_name}", records[cfg.eval_size:], records[: cfg.eval_size], cfg.seed)
 
@@ -111,7 +112,7 @@ class MathDatasetTask(_ListTask):
             evals = evals[: cfg.eval_size]
         else:  # hold out the first eval_size problems of the training file
             train, evals = train[cfg.eval_size:], train[: cfg.eval_size]
-        self.answer_hint = spec.answer_format
+        self.answer_hint = cfg.answer_format or spec.answer_format
         super().__init__(f"dataset-{cfg.dataset}", train, evals, cfg.seed)
 
     def score(self, completions: list[str], records: list[PromptRecord]) -> list[float]:

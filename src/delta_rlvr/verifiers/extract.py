@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from typing import Literal
 
-AnswerFormat = Literal["boxed", "hashes", "answer_line", "answer_tag", "auto", "raw"]
+AnswerFormat = Literal["boxed", "hashes", "answer_line", "answer_tag", "auto", "raw", "number"]
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 
@@ -123,6 +123,23 @@ def extract_answer_tag(text: str) -> str | None:
     return answer or None
 
 
+_AFTER_ANSWER = re.compile(r"answer\s*(?:is)?\s*[:=]?\s*(-?\d+)", re.I)
+_INTEGER = re.compile(r"-?\d+")
+
+
+def extract_number(text: str) -> str | None:
+    """Lenient, for short numeric answers from small models: a boxed answer, else the integer
+    after the last "answer", else the last integer in the text."""
+    boxed = extract_boxed(text)
+    if boxed is not None:
+        return boxed.strip()
+    after = _AFTER_ANSWER.findall(text)
+    if after:
+        return after[-1]
+    numbers = _INTEGER.findall(text)
+    return numbers[-1] if numbers else None
+
+
 def extract_raw(text: str) -> str | None:
     """The whole text is the answer (golds, or tasks whose completions are just the answer)."""
     answer = text.strip()
@@ -145,6 +162,7 @@ ANSWER_EXTRACTORS: dict[str, Callable[[str], str | None]] = {
     "answer_tag": extract_answer_tag,
     "auto": extract_auto,
     "raw": extract_raw,
+    "number": extract_number,
 }
 
 

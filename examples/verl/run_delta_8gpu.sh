@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# DelTA on verl 0.9.1, one node of 8 GPUs, with the paper's settings (spec section 5):
+# DAPO without dynamic sampling (clip 0.2 / 0.28, dual-clip 10, token-mean, soft overlong
+# penalty buffer 4096 factor 1.0), 128 prompts x 16 samples, mini-batch 32 prompts, lr 1e-6
+# constant, weight decay 0.1, grad clip 1.0, max prompt 2048 / response 20480, temperature 1.0,
+# top-p 1.0, no KL, no entropy bonus, SGLang rollout, resume auto; DelTA K = 1, [0.8, 1.2].
+#
+# Usage: MODEL=Qwen/Qwen3-8B-Base TRAIN=train.parquet VAL=aime25.parquet bash examples/verl/run_delta_8gpu.sh [overrides]
+# The parquet files are verl's RL format (prompt, reward_model.ground_truth, data_source).
+set -euo pipefail
+MODEL=${MODEL:?set MODEL}
+TRAIN=${TRAIN:?set TRAIN}
+VAL=${VAL:?set VAL}
+NNODES=${NNODES:-1}
+GPUS_PER_NODE=${GPUS_PER_NODE:-8}
+SP=${SP:-4}   # Ulysses sequence parallelism, as the authors ran it
+HERE=$(cd "$(dirname "$0")" && pwd)
+max_prompt=2048
+max_response=20480
+
+python -m delta_rlvr.adapters.verl.main \
+    trainer.use_v1=false \
+    +delta.enable=true +delta.pooling=${POOLING:-local} +delta.refine_steps=1 +delta.coef_min=0.8 +delta.coef_max=1.2 \
+    algorithm.adv_estimator=grpo algorithm.norm_adv_by_std_in_grpo=true \
+    algorithm.use_kl_in_reward=false \
+    data.train_files="$TRAIN" data.val_files="$VAL" \
+    data.train_batch_size=128 \
+    data.max_prompt_length=$max_prompt data.max_response_length=$max_response \
+    data.filter_overlong_prompts=true data.truncation=left \
+    actor_rollout_ref.model.path="$MODEL" \
+    actor_rollout_ref.model.use_remove_padding=true \
+    actor_rollout_ref.model.use_fused_kernels=false \
+    actor_rollout_ref.model.enable_gradient_checkpointing=true \
+    actor_rollout_ref.model.external_lib=delta_rlvr.adapters.verl.worker \
+    actor_rollout_ref.actor.strategy=fsdp2 \
+    actor_rollout_ref.actor.ppo_mini_batch_size=32 \
+    actor_rollout_ref.actor.ppo_epochs=1 \
+    actor_rollout_ref.actor.use_dynamic_bsz=true \
+    actor_rollout_ref.actor.ppo_max_token_len_per_gpu=$(( (max_prompt + max_response) * 2 )) \
+    actor_rollout_ref.actor.ulysses_sequence_parallel_size=$SP \
+    actor_rollout_ref.actor.optim.lr=1e-6 \
+    actor_rollout_ref.actor.optim.weight_decay=0.1 \
+    actor_rollout_ref.actor.grad_clip=1.0 \
+    actor_rollout_ref.actor.clip_ratio_low=0.2 actor_rollout_ref.actor.clip_ratio_high=0.28 \
+    actor_rollout_ref.actor.clip_ratio_c=10.0 \
+    actor_rollout_ref.actor.loss_agg_mode=token-mean \
+    actor_rollout_ref.actor.use_kl_loss=false actor_rollout_ref.actor.entropy_coeff=0 \
+    actor_rollout_ref.rollout.name=sglang \
+    actor_rollout_ref.rollout.n=16 \
+    actor_rollout_ref.rollout.temperature=1.0 actor_rollout_ref.rollout.top_p=1.0 \
+    actor_rollout_ref.rollout.gpu_memory_utilization=0.7 \
+    actor_rollout_ref.rollout.tensor_model_parallel_size=1 \
+    actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=true \
+    actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu=$(( (max_prompt + max_response) * 2 )) \
+    reward.reward_manager.name=dapo \
+    +reward.reward_kwargs.overlong_buffer_cfg.enable=true \
+    +reward.reward_kwargs.overlong_buffer_cfg.len=4096 \
+    +reward.reward_kwargs.overlong_buffer_cfg.penalty_factor=1.0 \
+    +reward.reward_kwargs.overlong_buffer_cfg.log=false \
+    +reward.reward_kwargs.max_resp_len=$max_response \
+    reward.custom_reward_function.path="$HERE/reward.py" \
+    reward.custom_reward_function.name=compute_score \
+    trainer.nnodes=$NNODES trainer.n_gpus_per_node=$GPUS_PER_NODE \
+    trainer.logger='["console","tensorboard"]' \
+    trainer.project_name=delta-rlvr trainer.experiment_name=delta-qwen3-8b \
+    trainer.resume_mode=auto \
+    trainer.total_training_steps=220 trainer.save_freq=10 trainer.test_freq=10 \
+    "$@"

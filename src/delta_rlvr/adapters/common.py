@@ -1,0 +1,80 @@
+"""Framework-free pieces shared by the adapters: config mapping and the one-batch coefficient call.
+
+Shapes: B responses, T response tokens, H hidden size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import fields
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from delta_rlvr.core import DeltaConfig, DeltaStats, DeltaStream, delta_coefficients
+
+Pooling = Literal["local", "global"]
+POOLING_CHOICES: tuple[str, ...] = ("local", "global")
+
+#: The DeltaConfig fields every adapter exposes, in declaration order.
+DELTA_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(DeltaConfig))
+
+
+def delta_config_from_prefixed(values: Mapping[str, Any], prefix: str, where: str) -> DeltaConfig:
+    """Build a DeltaConfig from ``{prefix + field: value}`` (missing fields keep their defaults).
+
+    Errors name the setting as the user wrote it (``where`` + prefixed name), not DeltaConfig's.
+    """
+    kwargs = {name: values[prefix + name] for name in DELTA_FIELDS if prefix + name in values}
+    try:
+        return DeltaConfig(**kwargs)
+    except ValueError as err:
+        message = str(err).replace("DeltaConfig.", f"{where}{prefix}")
+        raise ValueError(message) from None
+
+
+def check_pooling(pooling: str, setting: str) -> None:
+    if pooling not in POOLING_CHOICES:
+        raise ValueError(
+            f"{setting}={pooling!r} is not a pooling mode; use 'local' (statistics of each process's "
+            "own rollout batch, as the paper's released code) or 'global' (all-reduced over processes)"
+        )
+
+
+def batch_coefficients(
+    grad_proxy: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    config: DeltaConfig,
+    *,
+    reduce: Callable[[Tensor], Tensor] | None = None,
+    temperature: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, DeltaStats]:
+    """Coefficients for one process's rollout batch, optionally pooled across processes.
+
+    Args:
+        grad_proxy: (B, T, H) float32 token-gradient proxy (zero at invalid tokens).
+        advantages: (B,) one advantage per response.
+        mask: (B, T) bool, True = valid token.
+        reduce: None pools over this batch only (one-shot form); a sum all-reduce pools the
+            centroids, temperatures and N/Z over every process (streaming form, whose
+            accumulators are the mergeable sums the hook reduces).
+
+    Returns:
+        coef (B, T) float32, 0 at invalid tokens; and the statistics.
+    """
+    if reduce is None:
+        out = delta_coefficients(grad_proxy, advantages, mask, config, temperature=temperature, generator=generator)
+        return out.coef, out.stats
+    stream = DeltaStream(config, reduce=reduce, temperature=temperature, generator=generator)
+    out = stream.run(lambda: [(grad_proxy, advantages, mask)])
+    return out.coef[0], out.stats
+
+
+def all_reduce_sum(tensor: Tensor) -> Tensor:
+    """Sum over every process of the default torch.distributed group (a copy; input untouched)."""
+    out = tensor.clone()
+    torch.distributed.all_reduce(out, op=torch.distributed.ReduceOp.SUM)
+    return out
