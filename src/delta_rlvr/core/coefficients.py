@@ -310,22 +310,21 @@ def coefficient_map(alpha: Tensor, side: Tensor, valid: Tensor, config: DeltaCon
     return torch.where(side != 0, lam, torch.where(valid, torch.full_like(lam, lo), zero))
 
 
-def coefficient_stats(
-    coef: Tensor, alpha: Tensor, side: Tensor
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(mean, std, quantiles, frac_at_min, frac_at_max) over signed tokens; rows flattened."""
+def batch_stats(coef: Tensor, alpha: Tensor, side: Tensor, **pooled: Tensor) -> DeltaStats:
+    """DeltaStats from flattened coef, alpha and side (n,) plus the pooled fields; the
+    coefficient statistics are over signed tokens."""
     signed = side != 0
     c = coef[signed]
     a = alpha[signed]
     nan = torch.tensor(float("nan"), device=coef.device)
-    if c.numel() == 0:
-        return nan, nan, quantiles(c, COEF_QUANTILES), nan, nan
-    return (
-        c.mean(),
-        c.std(correction=0),
-        quantiles(c, COEF_QUANTILES),
-        (a <= BOUND_TOLERANCE).float().mean(),
-        (a >= 1.0 - BOUND_TOLERANCE).float().mean(),
+    empty = c.numel() == 0
+    return DeltaStats(
+        coef_mean=nan if empty else c.mean(),
+        coef_std=nan if empty else c.std(correction=0),
+        coef_quantiles=quantiles(c, COEF_QUANTILES),
+        frac_at_min=nan if empty else (a <= BOUND_TOLERANCE).float().mean(),
+        frac_at_max=nan if empty else (a >= 1.0 - BOUND_TOLERANCE).float().mean(),
+        **pooled,
     )
 
 
@@ -454,8 +453,10 @@ def delta_coefficients(
     else:
         normaliser = torch.ones((), dtype=torch.float64, device=device)
     coef = (lam.double() * normaliser).float()
-    mean, std, qs, at_min, at_max = coefficient_stats(coef, alpha, side)
-    stats = DeltaStats(
+    stats = batch_stats(
+        coef,
+        alpha,
+        side,
         side_mass=masses0.float(),
         side_tokens=torch.stack([(side > 0).sum(), (side < 0).sum()]),
         zero_adv_tokens=(valid & (side == 0)).sum(),
@@ -464,11 +465,6 @@ def delta_coefficients(
         centroid_cosine=coss,
         temperature=temps.float(),
         margin_std=stds.float(),
-        coef_mean=mean,
-        coef_std=std,
-        coef_quantiles=qs,
-        frac_at_min=at_min,
-        frac_at_max=at_max,
         normaliser=normaliser.float(),
     )
     return DeltaCoefficients(coef=coef.reshape(b, t), stats=stats)

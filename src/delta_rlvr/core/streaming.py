@@ -39,8 +39,8 @@ from delta_rlvr.core.coefficients import (
     centroids,
     check_finite,
     check_inputs,
+    batch_stats,
     coefficient_map,
-    coefficient_stats,
     margin_moments,
     margins,
     side_masses,
@@ -301,14 +301,14 @@ class DeltaStream:
             normaliser = torch.ones((), dtype=torch.float64, device=device)
         coefs = [(lam.double() * normaliser).float() for lam in self._lams]
         flat = torch.cat([c.reshape(-1) for c in coefs])
-        mean, std, qs, at_min, at_max = coefficient_stats(
-            flat, torch.cat(self._alphas), torch.cat(self._sides)
-        )
+        sides = torch.cat(self._sides)
         side_tokens = self._side_tokens
         if side_tokens is None:  # random coefficients: count from what was kept
-            sides = torch.cat(self._sides)
             side_tokens = torch.stack([(sides > 0).sum(), (sides < 0).sum()])
-        stats = DeltaStats(
+        stats = batch_stats(
+            flat,
+            torch.cat(self._alphas),
+            sides,
             side_mass=self._masses0.float(),
             side_tokens=side_tokens.long(),
             zero_adv_tokens=self._zero_adv_tokens.long(),
@@ -317,11 +317,6 @@ class DeltaStream:
             centroid_cosine=self._coss.to(device),
             temperature=self._temps.float().to(device),
             margin_std=self._stds.float().to(device),
-            coef_mean=mean,
-            coef_std=std,
-            coef_quantiles=qs,
-            frac_at_min=at_min,
-            frac_at_max=at_max,
             normaliser=normaliser.float(),
         )
         return StreamedDeltaCoefficients(coef=coefs, stats=stats)
