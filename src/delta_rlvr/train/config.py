@@ -150,7 +150,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    max_steps: int = 200
+    max_steps: int = 250
     seed: int = 0
     output_dir: str = "runs/default"
     eval_every: int = 50
