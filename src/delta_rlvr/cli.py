@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from delta_rlvr import __version__
 
@@ -40,6 +41,124 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sampling_args(p: argparse.ArgumentParser, k: int) -> None:
+    p.add_argument("--k", type=int, default=k, help=f"samples per problem (default {k}; the paper: 16)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0, the paper's)")
+    p.add_argument("--top-p", type=float, default=0.7, help="nucleus mass (default 0.7, the paper's evaluation)")
+    p.add_argument("--max-new-tokens", type=int, help="default: the checkpoint's rollout length, 40 for the embedded model, else 1024")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from delta_rlvr.evaluation import EvalConfig, SamplingSettings, evaluate, resolve_model
+    from delta_rlvr.evaluation.report import to_markdown
+    from delta_rlvr.evaluation.runner import default_max_new_tokens
+    from delta_rlvr.train import ConfigError
+
+    try:
+        source = resolve_model(args.model)
+        sampling = SamplingSettings(args.k, args.temperature, args.top_p, args.max_new_tokens or default_max_new_tokens(source))
+        cfg = EvalConfig(model=args.model, benchmarks=tuple(args.benchmarks), output_dir=args.output_dir, sampling=sampling,
+                         seed=args.seed, data_dir=args.data_dir, limit=args.limit, template=args.template,
+                         backend=args.backend, batch_problems=args.batch_problems, device=args.device)
+        report = evaluate(cfg, source=source)
+    except ConfigError as err:
+        print(f"delta-rlvr eval: {err}", file=sys.stderr)
+        return 2
+    print(to_markdown(report))
+    print(f"output: {args.output_dir} (samples.jsonl, report.json, report.md)")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from delta_rlvr.evaluation import SamplingSettings
+    from delta_rlvr.evaluation.compare import CompareConfig, parse_method, run_compare
+    from delta_rlvr.train import ConfigError, load_config
+
+    try:
+        base = load_config(args.config, list(args.set or []))
+        sampling = SamplingSettings(args.k, args.temperature, args.top_p, args.max_new_tokens or base.rollout.max_new_tokens)
+        cfg = CompareConfig(methods=tuple(parse_method(m) for m in args.method), seeds=tuple(args.seeds), config=args.config,
+                            overrides=tuple(args.set or []), baseline=args.baseline, output_dir=args.output_dir,
+                            eval_problems=args.eval_problems, sampling=sampling)
+        run_compare(cfg)
+    except ConfigError as err:
+        print(f"delta-rlvr compare: {err}", file=sys.stderr)
+        return 2
+    print((Path(args.output_dir) / "compare.md").read_text())
+    print(f"output: {args.output_dir} (compare.md, compare.json, curves.png, coefficients.png, <method>/seed-<s>/)")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from delta_rlvr.evaluation.inspect import InspectConfig, run_inspect
+    from delta_rlvr.train import ConfigError
+
+    prompts = args.prompt or []
+    golds = args.gold or []
+    if len(prompts) != len(golds):
+        print(f"delta-rlvr inspect: {len(prompts)} --prompt but {len(golds)} --gold; give one gold answer per prompt "
+              "(the verifier needs it for the advantages)", file=sys.stderr)
+        return 2
+    try:
+        cfg = InspectConfig(model=args.model, prompts=tuple(zip(prompts, golds)), problems=args.problems, samples=args.samples,
+                            temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                            output_dir=args.output_dir, color=not args.no_color and sys.stdout.isatty() or args.color,
+                            show=args.show, min_count=args.min_count, top=args.top, device=args.device)
+        _, page = run_inspect(cfg)
+    except ConfigError as err:
+        print(f"delta-rlvr inspect: {err}", file=sys.stderr)
+        return 2
+    print(f"page: {page}; token cloud: {Path(args.output_dir) / 'token_cloud.json'}")
+    return 0
+
+
+def _add_eval_commands(sub) -> None:
+    ev = sub.add_parser("eval", help="avg@k / pass@k of a model on benchmarks (resumable)")
+    ev.add_argument("model", help="preset (embedded:arith-tiny), Hugging Face folder, checkpoint, or run folder (newest checkpoint)")
+    ev.add_argument("--benchmarks", nargs="+", default=["arithmetic"], metavar="SPEC",
+                    help="gsm8k math500 aime24 amc23 | NAME=FILE | FILE | arithmetic[:terms=4,eval_size=100] (default: arithmetic)")
+    ev.add_argument("--data-dir", help="folder holding <name>/test.jsonl for the built-in benchmarks (default: the hub)")
+    ev.add_argument("--output-dir", default="runs/eval")
+    _sampling_args(ev, 16)
+    ev.add_argument("--limit", type=int, help="first N problems of each benchmark")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--template", default="auto", choices=["auto", "raw", "plain", "chat", "few_shot"])
+    ev.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"], help="auto: vLLM when installed with CUDA, else transformers")
+    ev.add_argument("--batch-problems", type=int, default=8, help="problems per generate call")
+    ev.add_argument("--device", default="auto")
+    ev.set_defaults(func=cmd_eval)
+
+    cp = sub.add_parser("compare", help="train methods x seeds, evaluate, Mann-Whitney test, plots (resumable)")
+    cp.add_argument("--method", action="append", required=True, metavar="SPEC",
+                    help="a trainer method (dapo, delta, ...) or LABEL:key=value[,key=value] (repeatable)")
+    cp.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    cp.add_argument("--config", help="YAML preset shared by every run")
+    cp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override shared by every run (repeatable)")
+    cp.add_argument("--baseline", help="method label the others are tested against (default: the first)")
+    cp.add_argument("--output-dir", default="runs/compare")
+    cp.add_argument("--eval-problems", type=int, help="held-out problems (sets task.eval_size, kept out of training)")
+    _sampling_args(cp, 16)
+    cp.set_defaults(func=cmd_compare)
+
+    ins = sub.add_parser("inspect", help="DelTA coefficients of sampled responses, token by token (terminal, HTML, token cloud)")
+    ins.add_argument("model", help="checkpoint, run folder, or preset")
+    ins.add_argument("--prompt", action="append", help="a question (repeatable; pair each with --gold)")
+    ins.add_argument("--gold", action="append", help="the gold answer of the matching --prompt")
+    ins.add_argument("--problems", type=int, default=32, help="held-out task problems when no --prompt is given")
+    ins.add_argument("--samples", type=int, help="responses per prompt (default: the run's G)")
+    ins.add_argument("--temperature", type=float, help="default: the run's rollout temperature")
+    ins.add_argument("--max-new-tokens", type=int)
+    ins.add_argument("--seed", type=int, default=0)
+    ins.add_argument("--output-dir", default="runs/inspect")
+    ins.add_argument("--show", type=int, default=8, help="responses printed to the terminal")
+    ins.add_argument("--min-count", type=int, default=5, help="token types seen fewer times are left out of the cloud")
+    ins.add_argument("--top", type=int, default=10, help="rows in the highest and lowest lists")
+    ins.add_argument("--no-color", action="store_true", help="print coefficients in brackets instead of ANSI colours")
+    ins.add_argument("--color", action="store_true", help="ANSI colours even when stdout is not a terminal")
+    ins.add_argument("--device", default="auto")
+    ins.set_defaults(func=cmd_inspect)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="delta-rlvr",
@@ -55,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--resume", action="store_true", help="continue from the run folder's latest complete checkpoint")
     train.set_defaults(func=cmd_train)
+    _add_eval_commands(sub)
     return parser
 
 

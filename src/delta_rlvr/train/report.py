@@ -41,7 +41,7 @@ def plot_curves(output_dir: Path) -> Path:
     return path
 
 
-def _shade(coef: float, lo: float = 0.8, hi: float = 1.2) -> str:
+def coef_shade(coef: float, lo: float = 0.8, hi: float = 1.2) -> str:
     """Red above 1 (the token gets more credit), blue below, white at 1."""
     x = max(-1.0, min(1.0, (coef - 1.0) / max(hi - 1.0, 1.0 - lo, 1e-6)))
     if x >= 0:
@@ -75,7 +75,7 @@ def token_page(output_dir: Path, batch: dict, tokenizer, *, step: int, max_respo
         for t in range(int(mask[i].sum())):
             text = html.escape(tokenizer.decode([int(ids[i, t])]))
             c = float(coef[i, t]) if coef is not None else 1.0
-            toks.append(f"<span class='t' title='{c:.3f}' style='background:{_shade(c)}'>{text}</span>")
+            toks.append(f"<span class='t' title='{c:.3f}' style='background:{coef_shade(c)}'>{text}</span>")
         prompt = html.escape(batch["prompts"][i])
         parts.append(f"<div class='r {cls}'><b>{prompt}</b> reward {float(batch['rewards'][i]):.2f}, A = {a:+.2f}<br>{''.join(toks)}</div>")
     path = output_dir / "tokens.html"

@@ -1,0 +1,229 @@
+"""`delta-rlvr compare`: methods x seeds on one config, trained, evaluated, tested, plotted.
+
+Layout: `<output_dir>/<label>/seed-<s>/` is an ordinary trainer run folder (metrics.jsonl,
+checkpoints/), with the final checkpoint's evaluation in its `eval/` subfolder; the summary
+goes to `<output_dir>/compare.{json,md}`, `curves.png` and `coefficients.png`.
+Resumable at every level: a run whose newest checkpoint is its last step is not trained again,
+an interrupted one continues with the trainer's resume, and the evaluation skips problems its
+dump already holds. A run folder trained with a different configuration is an error, never
+silently mixed in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from delta_rlvr.evaluation.backends import SamplingSettings
+from delta_rlvr.evaluation.benchmarks import task_benchmark
+from delta_rlvr.evaluation.estimators import mean
+from delta_rlvr.evaluation.mann_whitney import MannWhitneyResult, mann_whitney_greater
+from delta_rlvr.evaluation.models import resolve_model
+from delta_rlvr.evaluation.report import EvalReport
+from delta_rlvr.evaluation.runner import EvalConfig, evaluate
+from delta_rlvr.train.checkpoint import STEP_DIR, latest_checkpoint
+from delta_rlvr.train.config import ConfigError, TrainConfig, load_config
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A labelled set of config overrides; "dapo" alone means algorithm.method=dapo."""
+
+    label: str
+    overrides: tuple[str, ...]
+
+
+def parse_method(text: str) -> MethodSpec:
+    """"NAME" (a trainer method) or "LABEL:key=value,key=value" (any --set variant)."""
+    label, sep, rest = text.partition(":")
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", label):
+        raise ConfigError(f"method label {label!r} must be letters, digits, '_', '-' or '.' (it names a folder)")
+    if not sep:
+        return MethodSpec(label, (f"algorithm.method={label}",))
+    # Split on commas that start a new key=value (so list values like [0.9,0.99] survive).
+    items = [s for s in re.split(r",(?=[A-Za-z_][\w.]*=)", rest) if s]
+    if not items or not all("=" in s for s in items):
+        raise ConfigError(f"method {text!r}: expected LABEL:key=value[,key=value...], e.g. top50:algorithm.method=token_select")
+    return MethodSpec(label, tuple(items))
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    methods: tuple[MethodSpec, ...]
+    seeds: tuple[int, ...] = (0, 1)
+    config: str | None = None
+    """YAML preset shared by every run (default: the embedded default)."""
+    overrides: tuple[str, ...] = ()
+    """--set overrides shared by every run (applied before each method's own)."""
+    baseline: str | None = None
+    """Label of the method the others are tested against (default: the first)."""
+    output_dir: str = "runs/compare"
+    eval_problems: int | None = None
+    """Held-out problems per evaluation: sets task.eval_size for training too, so the held-out
+    problems stay out of training. None: the config's own eval_size."""
+    sampling: SamplingSettings = field(default_factory=lambda: SamplingSettings(k=16, temperature=1.0, top_p=0.7, max_new_tokens=40))
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        labels = [m.label for m in self.methods]
+        if len(self.methods) < 1:
+            raise ConfigError("compare needs at least one --method")
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"method labels {labels} repeat; give each variant its own LABEL:...")
+        if self.baseline is not None and self.baseline not in labels:
+            raise ConfigError(f"baseline = {self.baseline!r} is not one of the methods {labels}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds = {list(self.seeds)} is invalid: give distinct seeds")
+        if self.eval_problems is not None and self.eval_problems < 1:
+            raise ConfigError(f"eval_problems = {self.eval_problems} is invalid: use >= 1")
+
+    @property
+    def baseline_label(self) -> str:
+        return self.baseline or self.methods[0].label
+
+
+def run_config(cfg: CompareConfig, method: MethodSpec, seed: int) -> TrainConfig:
+    extra = [f"task.eval_size={cfg.eval_problems}"] if cfg.eval_problems else []
+    return load_config(cfg.config, [*cfg.overrides, *method.overrides, *extra,
+                                    f"run.output_dir={run_dir(cfg, method, seed)}", f"run.seed={seed}"])
+
+
+def run_dir(cfg: CompareConfig, method: MethodSpec, seed: int) -> Path:
+    return Path(cfg.output_dir) / method.label / f"seed-{seed}"
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def _check_same_config(folder: Path, config: TrainConfig) -> None:
+    saved = folder / "config.yaml"
+    if not saved.is_file():
+        return
+    old = _flat(load_config(saved).to_dict())
+    new = _flat(config.to_dict())
+    diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k != "run.progress"]
+    if diff:
+        k = diff[0]
+        raise ConfigError(
+            f"{folder} was trained with {k} = {old.get(k)!r}, this comparison asks for {new.get(k)!r}; "
+            "remove that folder or pick another --output-dir"
+        )
+
+
+def train_run(config: TrainConfig) -> Path:
+    """Train one run to its last step (skip when done, resume when interrupted); its final checkpoint."""
+    from delta_rlvr.train import Trainer
+
+    folder = Path(config.run.output_dir)
+    _check_same_config(folder, config)
+    newest = latest_checkpoint(folder / "checkpoints")
+    step = int(STEP_DIR.match(newest.name).group(1)) if newest else -1
+    if step == config.run.max_steps:
+        print(f"{folder}: finished (step {step}), not trained again")
+        return newest
+    if newest is None and (folder / "metrics.jsonl").exists():
+        (folder / "metrics.jsonl").unlink()  # a start that died before its first checkpoint
+        shutil.rmtree(folder / "tensorboard", ignore_errors=True)
+    print(f"{folder}: {'resuming at step ' + str(step) if newest else 'training'} to step {config.run.max_steps}")
+    Trainer(config, resume=newest is not None).train()
+    return latest_checkpoint(folder / "checkpoints")
+
+
+@dataclass(frozen=True)
+class MethodSummary:
+    label: str
+    seeds: tuple[int, ...]
+    scores: tuple[float, ...]
+    """avg@k of each seed's final checkpoint on the held-out set."""
+    pass_at_k: tuple[float, ...]
+    eval_se: tuple[float, ...]
+    """Each evaluation's own standard error (sampling noise on the fixed problems)."""
+    mean: float
+    std: float
+    """Across seeds, ddof = 1 (NaN with one seed)."""
+    mean_eval_se: float
+    """Evaluation noise in `mean`: sqrt(sum se_i^2) / n."""
+    test: MannWhitneyResult | None
+    """One-sided Mann-Whitney U of this method's scores > the baseline's (None for the baseline)."""
+
+
+def summarise(label: str, seeds: list[int], reports: list[EvalReport], baseline_scores: list[float] | None) -> MethodSummary:
+    scores = [r.average.avg for r in reports]
+    k = str(reports[0].k)
+    se = [r.average.se_sampling for r in reports]
+    m = mean(scores)
+    std = math.sqrt(math.fsum((x - m) ** 2 for x in scores) / (len(scores) - 1)) if len(scores) > 1 else float("nan")
+    test = mann_whitney_greater(scores, baseline_scores) if baseline_scores is not None else None
+    return MethodSummary(label, tuple(seeds), tuple(scores), tuple(r.average.pass_at[k] for r in reports), tuple(se),
+                         m, std, math.sqrt(math.fsum(s * s for s in se)) / len(se), test)
+
+
+def run_compare(cfg: CompareConfig) -> list[MethodSummary]:
+    """Train and evaluate every (method, seed), then write the summary and plots."""
+    from delta_rlvr.evaluation.plots import plot_coefficients, plot_curves
+    from delta_rlvr.train.tasks import build_task
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    reports: dict[str, list[EvalReport]] = {}
+    folders: dict[str, list[Path]] = {}
+    for method in cfg.methods:
+        for seed in cfg.seeds:
+            config = run_config(cfg, method, seed)
+            final = train_run(config)
+            source = resolve_model(str(final))
+            bench = task_benchmark(build_task(config.task), config.task)
+            ev = EvalConfig(model=str(final), output_dir=str(run_dir(cfg, method, seed) / "eval"), sampling=cfg.sampling,
+                            seed=seed, template=config.task.template, device=config.model.device, progress=cfg.progress)
+            reports.setdefault(method.label, []).append(evaluate(ev, [bench], source))
+            folders.setdefault(method.label, []).append(run_dir(cfg, method, seed))
+    base = [r.average.avg for r in reports[cfg.baseline_label]]
+    summaries = [summarise(m.label, list(cfg.seeds), reports[m.label], None if m.label == cfg.baseline_label else base)
+                 for m in cfg.methods]
+    plot_curves(folders, out / "curves.png")
+    plot_coefficients(folders, out / "coefficients.png")
+    write_summary(cfg, summaries, out)
+    return summaries
+
+
+def _num(x: float, scale: float = 100.0, digits: int = 2) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{scale * x:.{digits}f}"
+
+
+def write_summary(cfg: CompareConfig, summaries: list[MethodSummary], out: Path) -> None:
+    k = cfg.sampling.k
+    data = {
+        "baseline": cfg.baseline_label, "seeds": list(cfg.seeds), "config": cfg.config, "overrides": list(cfg.overrides),
+        "methods": {m.label: list(m.overrides) for m in cfg.methods}, "sampling": asdict(cfg.sampling),
+        "results": [{**{k2: v for k2, v in asdict(s).items() if k2 != "test"},
+                     "test": None if s.test is None else asdict(s.test)} for s in summaries],
+    }
+    (out / "compare.json").write_text(json.dumps(data, indent=2, default=lambda x: None))
+    lines = [
+        f"# Comparison: {', '.join(m.label for m in cfg.methods)} ({len(cfg.seeds)} seeds each)", "",
+        f"Held-out avg@{k} of each run's final checkpoint, in percent; k = {k}, temperature "
+        f"{cfg.sampling.temperature}, top-p {cfg.sampling.top_p}. `eval SE` is the evaluation's own standard error "
+        "(sampling noise on the fixed problem set; for the mean: over seeds, combined). `p` is the one-sided "
+        f"Mann-Whitney U test of 'this method > {cfg.baseline_label}' over the per-seed scores.", "",
+        f"| method | mean avg@{k} | std (seeds) | eval SE of mean | pass@{k} mean | U | p | per seed (eval SE) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        per_seed = ", ".join(f"{seed}: {_num(x)} ({_num(e)})" for seed, x, e in zip(s.seeds, s.scores, s.eval_se))
+        u = "baseline" if s.test is None else f"{s.test.u:g}"
+        p = "" if s.test is None else f"{s.test.p_value:.4f} ({s.test.method})"
+        lines.append(f"| {s.label} | {_num(s.mean)} | {_num(s.std)} | {_num(s.mean_eval_se)} | {_num(mean(list(s.pass_at_k)))} | {u} | {p} | {per_seed} |")
+    lines += ["", "Curves (mean over seeds, band = +-1 std): `curves.png`. DelTA coefficient quantiles per step: "
+              "`coefficients.png`.", ""]
+    (out / "compare.md").write_text("\n".join(lines))

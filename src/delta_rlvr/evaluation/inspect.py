@@ -1,0 +1,222 @@
+"""`delta-rlvr inspect`: DelTA coefficients of freshly sampled responses, token by token.
+
+The coefficients come from the trainer's own functions in the trainer's order: sample G
+responses per prompt, score them with the task's verifier, group advantages, one old-policy
+pass with hidden states (`completion_logprobs(return_hidden=True)` at the sampling
+temperature), `grad_proxy`, `delta_coefficients` over the whole batch with the checkpoint's
+DelTA settings. Coefficients depend on the batch (the side centroids are batch means), so
+prompts are processed in batches of the run's `prompts_per_step`, as in training.
+
+Outputs: each response printed with ANSI background colours (or bracketed coefficients with
+--no-color); `tokens.html` (train/report.py's page, with the token cloud appended); the token
+cloud - the mean coefficient per token type over signed tokens (A != 0) - as a table in the
+terminal and in `token_cloud.json`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from delta_rlvr.data import PromptRecord
+from delta_rlvr.train.config import ConfigError, TaskConfig, TrainConfig
+
+
+@dataclass(frozen=True)
+class InspectConfig:
+    model: str = "embedded:arith-tiny"
+    prompts: tuple[tuple[str, str], ...] = ()
+    """(question, gold answer) pairs; empty: the task's held-out problems."""
+    problems: int = 32
+    """Held-out problems to use when no prompts are given."""
+    samples: int | None = None
+    """G responses per prompt (default: the run's rollout.samples_per_prompt)."""
+    temperature: float | None = None
+    """Sampling temperature (default: the run's rollout temperature)."""
+    max_new_tokens: int | None = None
+    seed: int = 0
+    output_dir: str = "runs/inspect"
+    color: bool = True
+    show: int = 8
+    """Responses printed to the terminal (the HTML page shows up to 24)."""
+    min_count: int = 5
+    """Token types seen fewer times are left out of the token cloud."""
+    top: int = 10
+    """Rows of the token cloud's highest and lowest lists."""
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.samples is not None and self.samples < 2:
+            raise ConfigError(f"samples = {self.samples} is invalid: advantages need at least 2 responses per prompt")
+        if self.problems < 1:
+            raise ConfigError(f"problems = {self.problems} is invalid: use >= 1")
+
+
+@dataclass(frozen=True)
+class TokenStat:
+    token: str
+    count: int
+    mean: float
+    """Mean coefficient over the token type's signed occurrences."""
+    mean_pos: float | None
+    """Over occurrences in responses with A > 0 (None if none)."""
+    mean_neg: float | None
+
+
+def token_cloud(batches: list[dict], tokenizer, min_count: int) -> list[TokenStat]:
+    """Mean coefficient per decoded token type over signed tokens, sorted high to low."""
+    sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0, 0.0, 0, 0.0, 0])
+    for b in batches:
+        for i in range(b["completion_ids"].shape[0]):
+            a = float(b["advantages"][i])
+            if a == 0:
+                continue
+            for t in range(int(b["mask"][i].sum())):
+                s = sums[tokenizer.decode([int(b["completion_ids"][i, t])])]
+                c = float(b["coef"][i, t])
+                s[0] += c
+                s[1] += 1
+                s[2 if a > 0 else 4] += c
+                s[3 if a > 0 else 5] += 1
+    stats = [TokenStat(tok, s[1], s[0] / s[1], s[2] / s[3] if s[3] else None, s[4] / s[5] if s[5] else None)
+             for tok, s in sums.items() if s[1] >= min_count]
+    return sorted(stats, key=lambda x: (-x.mean, x.token))
+
+
+def ansi_background(coef: float) -> str:
+    """train/report.py's shade (an rgba over white) as a 24-bit ANSI background."""
+    from delta_rlvr.train.report import coef_shade
+
+    r, g, b, a = (float(x) for x in re.findall(r"[\d.]+", coef_shade(coef)))
+    mix = [round(a * c + (1 - a) * 255) for c in (r, g, b)]
+    return f"\x1b[48;2;{mix[0]};{mix[1]};{mix[2]}m\x1b[38;2;0;0;0m"
+
+
+def render_terminal(batch: dict, row: int, tokenizer, color: bool) -> str:
+    """One response: header line, then its tokens shaded (or annotated) by coefficient."""
+    a, r = float(batch["advantages"][row]), float(batch["rewards"][row])
+    head = f"{batch['prompts'][row]}  reward {r:.2f}  A {a:+.2f}"
+    parts = []
+    for t in range(int(batch["mask"][row].sum())):
+        text = tokenizer.decode([int(batch["completion_ids"][row, t])])
+        c = float(batch["coef"][row, t])
+        parts.append(f"{ansi_background(c)}{text}\x1b[0m" if color else f"{text}[{c:.2f}]")
+    return head + "\n  " + "".join(parts)
+
+
+def cloud_table(stats: list[TokenStat], top: int) -> str:
+    """Plain-text table of the `top` highest and lowest token types."""
+    def rows(title: str, chosen: list[TokenStat]) -> list[str]:
+        out = [title, f"  {'token':<12} {'count':>6} {'mean':>7} {'mean A>0':>9} {'mean A<0':>9}"]
+        for s in chosen:
+            fmt = lambda x: "-" if x is None else f"{x:.4f}"  # noqa: E731
+            out.append(f"  {s.token!r:<12} {s.count:>6} {s.mean:>7.4f} {fmt(s.mean_pos):>9} {fmt(s.mean_neg):>9}")
+        return out
+
+    top = min(top, (len(stats) + 1) // 2)  # the two lists never share a row
+    low = list(reversed(stats[len(stats) - top:]))
+    return "\n".join(rows("highest mean coefficient", stats[:top]) + rows("lowest mean coefficient", low))
+
+
+def cloud_html(stats: list[TokenStat], top: int, min_count: int) -> str:
+    from delta_rlvr.train.report import coef_shade
+
+    def table(title: str, chosen: list[TokenStat]) -> str:
+        body = "".join(
+            f"<tr><td style='background:{coef_shade(s.mean)};font-family:monospace'>{html.escape(repr(s.token))}</td>"
+            f"<td>{s.count}</td><td>{s.mean:.4f}</td><td>{'-' if s.mean_pos is None else f'{s.mean_pos:.4f}'}</td>"
+            f"<td>{'-' if s.mean_neg is None else f'{s.mean_neg:.4f}'}</td></tr>" for s in chosen)
+        return (f"<h3>{title}</h3><table border=1 cellpadding=3 style='border-collapse:collapse'>"
+                f"<tr><th>token</th><th>count</th><th>mean</th><th>mean (A&gt;0)</th><th>mean (A&lt;0)</th></tr>{body}</table>")
+
+    top = min(top, (len(stats) + 1) // 2)
+    low = list(reversed(stats[len(stats) - top:]))
+    return (f"<h2>Token cloud</h2><p>Mean coefficient per token type over signed tokens (responses with A != 0), "
+            f"types seen at least {min_count} times.</p>" + table("Highest", stats[:top]) + table("Lowest", low))
+
+
+def _merge(batches: list[dict], pad_id: int) -> dict:
+    width = max(b["completion_ids"].shape[1] for b in batches)
+
+    def pad(x, value):
+        return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
+
+    return {
+        "completion_ids": torch.cat([pad(b["completion_ids"], pad_id) for b in batches]),
+        "mask": torch.cat([pad(b["mask"], False) for b in batches]),
+        "coef": torch.cat([pad(b["coef"], 0.0) for b in batches]),
+        "rewards": torch.cat([b["rewards"] for b in batches]),
+        "advantages": torch.cat([b["advantages"] for b in batches]),
+        "prompts": [p for b in batches for p in b["prompts"]],
+    }
+
+
+@torch.no_grad()
+def coefficient_batch(model, tokenizer, records: list[PromptRecord], encode, bench, train: TrainConfig,
+                      samples: int, temperature: float, max_new_tokens: int, seed: int) -> dict:
+    """Sample, score, advantages, old-policy pass with hidden states, proxy, coefficients:
+    the trainer's step up to the update. Returns the trainer's `last_batch` layout."""
+    from delta_rlvr.core import delta_coefficients, grad_proxy, group_advantages
+    from delta_rlvr.models import completion_logprobs, sample_completions
+
+    pad = tokenizer.pad_token_id
+    batch = sample_completions(model, encode(records), num_samples=samples, max_new_tokens=max_new_tokens,
+                               temperature=temperature, top_p=train.rollout.top_p, pad_token_id=pad, seed=seed)
+    texts = tokenizer.batch_decode(batch.completion_ids.masked_fill(~batch.completion_mask, pad), skip_special_tokens=True)
+    rows = [records[g] for g in batch.group_index.tolist()]
+    rewards = torch.tensor([float(v.correct) for v in bench.scorer(texts, rows)])
+    adv = group_advantages(rewards, batch.group_index.cpu(), train.algorithm.estimator)
+    out = completion_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, batch.completion_mask,
+                              temperature=temperature, return_hidden=True)
+    device = batch.completion_mask.device
+    v = grad_proxy(out.hidden, out.logp, batch.completion_mask)
+    coef = delta_coefficients(v, adv.to(device), batch.completion_mask, train.algorithm.coefficients,
+                              generator=torch.Generator().manual_seed(seed)).coef
+    return {"completion_ids": batch.completion_ids.cpu(), "mask": batch.completion_mask.cpu(), "rewards": rewards,
+            "advantages": adv, "coef": coef.cpu(), "prompts": [r.question or r.chat()[-1]["content"] for r in rows]}
+
+
+def run_inspect(cfg: InspectConfig) -> tuple[list[TokenStat], Path]:
+    """Sample, compute coefficients, print, write tokens.html and token_cloud.json."""
+    from delta_rlvr.evaluation.benchmarks import Benchmark, score_arithmetic_verdicts, math_scorer, task_benchmark
+    from delta_rlvr.evaluation.models import resolve_model
+    from delta_rlvr.train.report import token_page
+    from delta_rlvr.train.tasks import PromptEncoder, build_task
+
+    source = resolve_model(cfg.model)
+    train = source.run_config or TrainConfig()
+    task_cfg: TaskConfig = train.task
+    task = build_task(task_cfg)
+    bench = task_benchmark(task, task_cfg)
+    if cfg.prompts:
+        records = tuple(PromptRecord(f"prompt-{i}", gold, "inspect", question=q) for i, (q, gold) in enumerate(cfg.prompts))
+        scorer = score_arithmetic_verdicts if task_cfg.kind == "arithmetic" else math_scorer(bench.answer_format)
+        bench = Benchmark("prompts", records, bench.answer_format, scorer)
+    records = list(bench.records if cfg.prompts else bench.records[: cfg.problems])
+    model, tokenizer, _ = source.load(cfg.device)
+    encode = PromptEncoder(tokenizer, task_cfg.template, bench.answer_format)
+    samples = cfg.samples or train.rollout.samples_per_prompt
+    temperature = cfg.temperature or train.rollout.temperature
+    max_new = cfg.max_new_tokens or train.rollout.max_new_tokens
+    per_batch = train.rollout.prompts_per_step
+    batches = [coefficient_batch(model, tokenizer, records[i:i + per_batch], encode, bench, train, samples, temperature,
+                                 max_new, cfg.seed * 1_000_003 + i) for i in range(0, len(records), per_batch)]
+    merged = _merge(batches, tokenizer.pad_token_id)
+    order = sorted(range(len(merged["prompts"])), key=lambda i: (merged["advantages"][i] == 0, i))
+    for i in order[: cfg.show]:
+        print(render_terminal(merged, i, tokenizer, cfg.color))
+    stats = token_cloud(batches, tokenizer, cfg.min_count)
+    print(cloud_table(stats, cfg.top))
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    page = token_page(out, merged, tokenizer, step=source.step)
+    with open(page, "a") as fh:
+        fh.write(cloud_html(stats, cfg.top, cfg.min_count))
+    (out / "token_cloud.json").write_text(json.dumps([s.__dict__ for s in stats], indent=1))
+    return stats, page

@@ -1,0 +1,79 @@
+"""Plots of a comparison: training curves (mean over seeds with a +-1 std band) and the
+DelTA coefficient quantiles logged each step (delta/coef_q05 ... q95)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from delta_rlvr.train.metrics import read_metrics
+
+CURVES = (("reward_mean", "reward"), ("accuracy", "training accuracy"), ("response_length", "response length (tokens)"), ("entropy", "entropy (nats/token)"))
+QUANTILES = ("delta/coef_q05", "delta/coef_q25", "delta/coef_q50", "delta/coef_q75", "delta/coef_q95")
+
+
+def _series(folders: list[Path], key: str) -> tuple[list[int], list[float], list[float]]:
+    """Steps present in every seed, with the mean and (population) std over seeds at each."""
+    per_seed = []
+    for folder in folders:
+        rows = read_metrics(folder / "metrics.jsonl") if (folder / "metrics.jsonl").is_file() else []
+        per_seed.append({r["step"]: r[key] for r in rows if r.get(key) is not None})
+    steps = sorted(set.intersection(*(set(s) for s in per_seed))) if per_seed else []
+    means, stds = [], []
+    for step in steps:
+        xs = [s[step] for s in per_seed]
+        m = sum(xs) / len(xs)
+        means.append(m)
+        stds.append(math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs)))
+    return steps, means, stds
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(folders: dict[str, list[Path]], path: Path) -> Path:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(4.2 * len(CURVES), 3.6))
+    for ax, (key, title) in zip(axes, CURVES):
+        for label, runs in folders.items():
+            steps, m, s = _series(runs, key)
+            if steps:
+                line, = ax.plot(steps, m, lw=1.2, label=label)
+                ax.fill_between(steps, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], color=line.get_color(), alpha=0.2)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_coefficients(folders: dict[str, list[Path]], path: Path) -> Path:
+    """One panel per method that logs coefficients: median, 25-75 % and 5-95 % bands per step
+    (each quantile averaged over seeds)."""
+    plt = _pyplot()
+    with_coef = {label: runs for label, runs in folders.items() if _series(runs, QUANTILES[2])[0]}
+    fig, axes = plt.subplots(1, max(1, len(with_coef)), figsize=(4.5 * max(1, len(with_coef)), 3.6), squeeze=False)
+    if not with_coef:
+        axes[0][0].text(0.5, 0.5, "no method logged DelTA coefficients", ha="center", va="center")
+    for ax, (label, runs) in zip(axes[0], with_coef.items()):
+        q = {key: _series(runs, key) for key in QUANTILES}
+        steps = q[QUANTILES[2]][0]
+        ax.fill_between(steps, q[QUANTILES[0]][1], q[QUANTILES[4]][1], alpha=0.2, label="5-95 %")
+        ax.fill_between(steps, q[QUANTILES[1]][1], q[QUANTILES[3]][1], alpha=0.4, label="25-75 %")
+        ax.plot(steps, q[QUANTILES[2]][1], lw=1.2, label="median")
+        ax.axhline(1.0, color="grey", lw=0.6, ls="--")
+        ax.set_title(f"{label}: coefficients (signed tokens)")
+        ax.set_xlabel("step")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
