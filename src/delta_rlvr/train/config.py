@@ -136,7 +136,7 @@ class OptimConfig:
     warmup_steps: int = 0
     mini_batches: int = 1
     """Optimizer steps per rollout batch (the paper: 4), coefficients fixed across them."""
-    micro_batch_size: int = 64
+    micro_batch_size: int = 128
     """Responses per forward/backward; gradients accumulate over a mini-batch."""
 
     def __post_init__(self) -> None:
@@ -153,7 +153,7 @@ class RunConfig:
     max_steps: int = 250
     seed: int = 0
     output_dir: str = "runs/default"
-    eval_every: int = 50
+    eval_every: int = 125
     """Evaluate on the held-out set every N steps (0 = only before and after training)."""
     eval_samples: int = 4
     """k of avg@k in evaluation."""
