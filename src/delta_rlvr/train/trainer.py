@@ -376,8 +376,16 @@ class Trainer:
                 )
             texts = self.tokenizer.batch_decode(batch.completion_ids.masked_fill(~batch.completion_mask, self.pad_id), skip_special_tokens=True)
             scores += self.task.score(texts, [chunk[g] for g in batch.group_index.tolist()])
-        s = torch.tensor(scores).reshape(len(records), k)
-        return {f"eval/avg@{k}": s.mean().item(), f"eval/pass@{k}": (s.max(1).values > 0).float().mean().item(), "eval/problems": len(records)}
+        from delta_rlvr.evaluation.estimators import avg_at_k, mean_pass_at_k, sampling_standard_error
+
+        # a sample counts as correct with full marks (reasoning-gym scorers can give partial credit)
+        correct = [[x >= 1.0 for x in scores[i * k:(i + 1) * k]] for i in range(len(records))]
+        return {
+            f"eval/avg@{k}": avg_at_k(correct),
+            f"eval/avg@{k}_se": sampling_standard_error(correct),
+            f"eval/pass@{k}": mean_pass_at_k(correct, k),
+            "eval/problems": len(records),
+        }
 
     def _save(self) -> None:
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
