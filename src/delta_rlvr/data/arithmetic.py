@@ -15,7 +15,6 @@ with the math verifier's: a `\\boxed{}` answer wins; otherwise the number after 
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 
 from delta_rlvr.data.records import PromptRecord

@@ -34,7 +34,7 @@ from delta_rlvr.core import (
     masked_mean,
     policy_loss,
 )
-from delta_rlvr.models import SampleBatch, completion_logprobs, left_pad, sample_completions
+from delta_rlvr.models import SampleBatch, completion_logprobs, sample_completions
 from delta_rlvr.train.checkpoint import latest_checkpoint, load_state, rng_state, save_checkpoint, set_rng_state
 from delta_rlvr.train.config import TrainConfig, save_config
 from delta_rlvr.train.credit import AGGREGATION, METHODS, NEEDS_COEFFICIENTS, CreditInputs
@@ -290,7 +290,7 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                     skipped += 1
                     continue
-                sums["lr"] = self.scheduler.get_last_lr()[0]
+                sums.setdefault("lr", self.scheduler.get_last_lr()[0])  # the step's first update
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
