@@ -79,13 +79,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         sampling = SamplingSettings(args.k, args.temperature, args.top_p, args.max_new_tokens or base.rollout.max_new_tokens)
         cfg = CompareConfig(methods=tuple(parse_method(m) for m in args.method), seeds=tuple(args.seeds), config=args.config,
                             overrides=tuple(args.set or []), baseline=args.baseline, output_dir=args.output_dir,
-                            eval_problems=args.eval_problems, sampling=sampling)
+                            eval_problems=args.eval_problems, sampling=sampling, name=args.name)
         run_compare(cfg)
     except ConfigError as err:
         print(f"delta-rlvr compare: {err}", file=sys.stderr)
         return 2
-    print((Path(args.output_dir) / "compare.md").read_text())
-    print(f"output: {args.output_dir} (compare.md, compare.json, curves.png, coefficients.png, <method>/seed-<s>/)")
+    print(cfg.summary_path(".md").read_text())
+    print(f"output: {args.output_dir} ({cfg.summary_path('.md').name}, {cfg.summary_path('.json').name}, "
+          f"{cfg.summary_path('curves.png').name}, {cfg.summary_path('coefficients.png').name}, <method>/seed-<s>/)")
     return 0
 
 
@@ -137,6 +138,8 @@ def _add_eval_commands(sub) -> None:
     cp.add_argument("--baseline", help="method label the others are tested against (default: the first)")
     cp.add_argument("--output-dir", default="runs/compare")
     cp.add_argument("--eval-problems", type=int, help="held-out problems (sets task.eval_size, kept out of training)")
+    cp.add_argument("--name", default="compare", help="stem of the summary files, so several studies can share --output-dir "
+                    "(and its runs: each run is locked while trained)")
     _sampling_args(cp, 16)
     cp.set_defaults(func=cmd_compare)
 

@@ -7,10 +7,16 @@ Resumable at every level: a run whose newest checkpoint is its last step is not 
 an interrupted one continues with the trainer's resume, and the evaluation skips problems its
 dump already holds. A run folder trained with a different configuration is an error, never
 silently mixed in.
+Several `compare` processes may share one output folder (for example a long ablation study
+that reuses a DAPO-vs-DelTA study's runs as its baselines): each run is trained and evaluated
+under an exclusive lock on `<run>/.lock`, so a second process waits and then finds it done;
+`--name` keeps their summaries apart.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import re
@@ -67,8 +73,12 @@ class CompareConfig:
     problems stay out of training. None: the config's own eval_size."""
     sampling: SamplingSettings = field(default_factory=lambda: SamplingSettings(k=16, temperature=1.0, top_p=0.7, max_new_tokens=40))
     progress: bool = True
+    name: str = "compare"
+    """Stem of the summary files (several studies can share one output folder)."""
 
     def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", self.name):
+            raise ConfigError(f"name {self.name!r} must be letters, digits, '_', '-' or '.' (it names the summary files)")
         labels = [m.label for m in self.methods]
         if len(self.methods) < 1:
             raise ConfigError("compare needs at least one --method")
@@ -84,6 +94,12 @@ class CompareConfig:
     @property
     def baseline_label(self) -> str:
         return self.baseline or self.methods[0].label
+
+    def summary_path(self, suffix: str) -> Path:
+        """compare.md / curves.png for the default name, <name>.md / <name>-curves.png otherwise."""
+        if suffix in (".md", ".json"):
+            return Path(self.output_dir) / f"{self.name}{suffix}"
+        return Path(self.output_dir) / (suffix if self.name == "compare" else f"{self.name}-{suffix}")
 
 
 def run_config(cfg: CompareConfig, method: MethodSpec, seed: int) -> TrainConfig:
@@ -112,13 +128,25 @@ def _check_same_config(folder: Path, config: TrainConfig) -> None:
         return
     old = _flat(load_config(saved).to_dict())
     new = _flat(config.to_dict())
-    diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k != "run.progress"]
+    diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in ("run.progress", "run.threads")]
     if diff:
         k = diff[0]
         raise ConfigError(
             f"{folder} was trained with {k} = {old.get(k)!r}, this comparison asks for {new.get(k)!r}; "
             "remove that folder or pick another --output-dir"
         )
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path):
+    """Exclusive lock on one run folder, held while it is trained and evaluated (blocks until free)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def train_run(config: TrainConfig) -> Path:
@@ -181,19 +209,20 @@ def run_compare(cfg: CompareConfig) -> list[MethodSummary]:
     for method in cfg.methods:
         for seed in cfg.seeds:
             config = run_config(cfg, method, seed)
-            final = train_run(config)
-            source = resolve_model(str(final))
-            bench = task_benchmark(build_task(config.task), config.task)
-            ev = EvalConfig(model=str(final), output_dir=str(run_dir(cfg, method, seed) / "eval"), sampling=cfg.sampling,
-                            seed=seed, template=config.task.template, device=config.model.device, progress=cfg.progress)
-            reports.setdefault(method.label, []).append(evaluate(ev, [bench], source))
+            with run_lock(run_dir(cfg, method, seed)):
+                final = train_run(config)
+                source = resolve_model(str(final))
+                bench = task_benchmark(build_task(config.task), config.task)
+                ev = EvalConfig(model=str(final), output_dir=str(run_dir(cfg, method, seed) / "eval"), sampling=cfg.sampling,
+                                seed=seed, template=config.task.template, device=config.model.device, progress=cfg.progress)
+                reports.setdefault(method.label, []).append(evaluate(ev, [bench], source))
             folders.setdefault(method.label, []).append(run_dir(cfg, method, seed))
     base = [r.average.avg for r in reports[cfg.baseline_label]]
     summaries = [summarise(m.label, list(cfg.seeds), reports[m.label], None if m.label == cfg.baseline_label else base)
                  for m in cfg.methods]
-    plot_curves(folders, out / "curves.png")
-    plot_coefficients(folders, out / "coefficients.png")
-    write_summary(cfg, summaries, out)
+    plot_curves(folders, cfg.summary_path("curves.png"))
+    plot_coefficients(folders, cfg.summary_path("coefficients.png"))
+    write_summary(cfg, summaries)
     return summaries
 
 
@@ -201,7 +230,7 @@ def _num(x: float, scale: float = 100.0, digits: int = 2) -> str:
     return "n/a" if x is None or math.isnan(x) else f"{scale * x:.{digits}f}"
 
 
-def write_summary(cfg: CompareConfig, summaries: list[MethodSummary], out: Path) -> None:
+def write_summary(cfg: CompareConfig, summaries: list[MethodSummary]) -> None:
     k = cfg.sampling.k
     data = {
         "baseline": cfg.baseline_label, "seeds": list(cfg.seeds), "config": cfg.config, "overrides": list(cfg.overrides),
@@ -209,7 +238,7 @@ def write_summary(cfg: CompareConfig, summaries: list[MethodSummary], out: Path)
         "results": [{**{k2: v for k2, v in asdict(s).items() if k2 != "test"},
                      "test": None if s.test is None else asdict(s.test)} for s in summaries],
     }
-    (out / "compare.json").write_text(json.dumps(data, indent=2, default=lambda x: None))
+    cfg.summary_path(".json").write_text(json.dumps(data, indent=2, default=lambda x: None))
     lines = [
         f"# Comparison: {', '.join(m.label for m in cfg.methods)} ({len(cfg.seeds)} seeds each)", "",
         f"Held-out avg@{k} of each run's final checkpoint, in percent; k = {k}, temperature "
@@ -224,6 +253,6 @@ def write_summary(cfg: CompareConfig, summaries: list[MethodSummary], out: Path)
         u = "baseline" if s.test is None else f"{s.test.u:g}"
         p = "" if s.test is None else f"{s.test.p_value:.4f} ({s.test.method})"
         lines.append(f"| {s.label} | {_num(s.mean)} | {_num(s.std)} | {_num(s.mean_eval_se)} | {_num(mean(list(s.pass_at_k)))} | {u} | {p} | {per_seed} |")
-    lines += ["", "Curves (mean over seeds, band = +-1 std): `curves.png`. DelTA coefficient quantiles per step: "
-              "`coefficients.png`.", ""]
-    (out / "compare.md").write_text("\n".join(lines))
+    lines += ["", f"Curves (mean over seeds, band = +-1 std): `{cfg.summary_path('curves.png').name}`. DelTA coefficient "
+              f"quantiles per step: `{cfg.summary_path('coefficients.png').name}`.", ""]
+    cfg.summary_path(".md").write_text("\n".join(lines))

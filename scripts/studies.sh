@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The studies of docs/results.md, on the embedded default task (arithmetic, arith-tiny).
+#
+#   scripts/studies.sh STUDY [STUDY...]     STUDY: dapo_vs_delta | token_selection | ablations | all
+#
+# Every study is a `delta-rlvr compare` into one shared folder ($STUDY_DIR, default runs/studies),
+# so the DAPO and DelTA runs of seeds 0-2 are trained once and reused as the baselines of the
+# token-selection and ablation studies. Everything is resumable: run the same command again and
+# finished runs are skipped, interrupted ones continue. Two studies may run at the same time
+# (each run is locked while it trains); each run uses one CPU thread, so on a 2-core machine two
+# processes in parallel give the most runs per hour.
+#
+# Shared settings: the default recipe (250 steps, 16 prompts x 8 samples), 500 held-out problems
+# kept out of training, each final checkpoint evaluated with k = 8 samples per problem at
+# temperature 1.0, top-p 1.0 (the rollout distribution), in-training evaluations with 1 sample.
+set -euo pipefail
+
+STUDY_DIR=${STUDY_DIR:-runs/studies}
+CLI=${CLI:-delta-rlvr}
+COMMON=(--eval-problems 500 --k 8 --top-p 1.0 --output-dir "$STUDY_DIR"
+        --set run.eval_samples=1 --set run.progress=false --set run.threads=1)
+
+dapo_vs_delta() {
+    "$CLI" compare --name dapo_vs_delta --method dapo --method delta --seeds 0 1 2 3 4 5 6 7 "${COMMON[@]}"
+}
+
+token_selection() {
+    # The variants first: when run beside dapo_vs_delta, the shared baselines are done by then.
+    "$CLI" compare --name token_selection --baseline dapo --seeds 0 1 2 "${COMMON[@]}" \
+        --method top50:algorithm.method=token_select,algorithm.select_mode=top \
+        --method bottom50:algorithm.method=token_select,algorithm.select_mode=bottom \
+        --method random50:algorithm.method=token_select,algorithm.select_mode=random \
+        --method dapo --method delta
+}
+
+ablations() {
+    local c=algorithm.coefficients
+    "$CLI" compare --name ablations --baseline dapo --seeds 0 1 2 "${COMMON[@]}" \
+        --method K0:$c.refine_steps=0 \
+        --method K2:$c.refine_steps=2 \
+        --method K3:$c.refine_steps=3 \
+        --method hard:$c.assignment=hard \
+        --method within_side:$c.contrast=within_side \
+        --method no_range_map:$c.range_map=false \
+        --method no_self_norm:$c.self_normalise=false \
+        --method random_coef:$c.random_coefficients=true \
+        --method frozen_gamma:$c.freeze_temperature=true \
+        --method range_0.5_1.2:$c.coef_min=0.5 \
+        --method range_0.8_1.5:$c.coef_max=1.5 \
+        --method range_0.5_1.5:$c.coef_min=0.5,$c.coef_max=1.5 \
+        --method dapo --method delta
+}
+
+[ $# -gt 0 ] || { echo "usage: $0 dapo_vs_delta|token_selection|ablations|all ..." >&2; exit 2; }
+for study in "$@"; do
+    case "$study" in
+        dapo_vs_delta|token_selection|ablations) "$study" ;;
+        all) dapo_vs_delta; token_selection; ablations ;;
+        *) echo "$0: unknown study '$study' (dapo_vs_delta, token_selection, ablations, all)" >&2; exit 2 ;;
+    esac
+done
