@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # The studies of docs/results.md, on the embedded default task (arithmetic, arith-tiny).
 #
-#   scripts/studies.sh STUDY [STUDY...]     STUDY: dapo_vs_delta | token_selection | ablations | all
+#   scripts/studies.sh STUDY [STUDY...]
+#   STUDY: dapo_vs_delta | token_selection | verbose | ablations | all (in that order)
 #
-# Every study is a `delta-rlvr compare` into one shared folder ($STUDY_DIR, default runs/studies),
-# so the DAPO and DelTA runs of seeds 0-2 are trained once and reused as the baselines of the
-# token-selection and ablation studies. Everything is resumable: run the same command again and
-# finished runs are skipped, interrupted ones continue. Two studies may run at the same time
-# (each run is locked while it trains); each run uses one CPU thread, so on a 2-core machine two
-# processes in parallel give the most runs per hour.
+# Every default-task study is a `delta-rlvr compare` into one shared folder ($STUDY_DIR, default
+# runs/studies), so the DAPO and DelTA runs of seeds 0-2 are trained once and reused as the
+# baselines of the token-selection and ablation studies; the verbose-task study has its own
+# subfolder. Everything is resumable: run the same command again and finished runs are skipped,
+# interrupted ones continue. Several processes may run the same studies at once: each run is
+# locked while it trains, and a process skips runs another one holds (coming back to them at
+# the end). Each run uses one CPU thread, so on a 2-core machine start the command twice:
+#
+#   scripts/studies.sh all > w1.log 2>&1 &  scripts/studies.sh all > w2.log 2>&1 &
 #
 # Shared settings: the default recipe (250 steps, 16 prompts x 8 samples), 500 held-out problems
 # kept out of training, each final checkpoint evaluated with k = 8 samples per problem at
@@ -33,6 +37,15 @@ token_selection() {
         --method dapo --method delta
 }
 
+verbose() {
+    # The second built-in task (configs/verbose_arith.yaml): ~90-token responses in a fixed
+    # template, ~3x the default's compute per step, so 150 steps (evaluations at 0, 75, 150).
+    "$CLI" compare --name verbose_dapo_vs_delta --config configs/verbose_arith.yaml --method dapo --method delta \
+        --seeds 0 1 2 3 4 --eval-problems 500 --k 8 --top-p 1.0 --output-dir "$STUDY_DIR/verbose" \
+        --set run.max_steps=150 --set run.eval_every=75 \
+        --set run.eval_samples=1 --set run.progress=false --set run.threads=1
+}
+
 ablations() {
     local c=algorithm.coefficients
     "$CLI" compare --name ablations --baseline dapo --seeds 0 1 2 "${COMMON[@]}" \
@@ -51,11 +64,11 @@ ablations() {
         --method dapo --method delta
 }
 
-[ $# -gt 0 ] || { echo "usage: $0 dapo_vs_delta|token_selection|ablations|all ..." >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 dapo_vs_delta|token_selection|verbose|ablations|all ..." >&2; exit 2; }
 for study in "$@"; do
     case "$study" in
-        dapo_vs_delta|token_selection|ablations) "$study" ;;
-        all) dapo_vs_delta; token_selection; ablations ;;
-        *) echo "$0: unknown study '$study' (dapo_vs_delta, token_selection, ablations, all)" >&2; exit 2 ;;
+        dapo_vs_delta|token_selection|verbose|ablations) "$study" ;;
+        all) dapo_vs_delta; token_selection; verbose; ablations ;;
+        *) echo "$0: unknown study '$study' (dapo_vs_delta, token_selection, verbose, ablations, all)" >&2; exit 2 ;;
     esac
 done

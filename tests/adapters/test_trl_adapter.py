@@ -178,3 +178,29 @@ def test_delta_steps_train_with_advantages_a_times_coef_and_log_statistics(tiny_
     assert len(logged) == 3
     for key in ("delta/coef_std", "delta/temperature_pos", "delta/side_tokens_neg", "delta/normaliser"):
         assert key in logged[0]
+
+
+@pytest.mark.parametrize("proxy", ["topk_hidden", "lm_head"])
+def test_other_proxies_give_the_coefficients_of_the_trainers_own_proxy_function(proxy, tiny_config, char_tokenizer, tiny_model, tmp_path):
+    from delta_rlvr.core.proxies import ProxyConfig
+    from delta_rlvr.models.proxies import token_vectors
+
+    trainer = build(Recording, DeltaGRPOConfig, tiny_model, char_tokenizer, tmp_path, temperature=0.7, max_steps=1,
+                    delta_proxy=proxy, delta_proxy_topk=5)
+    trainer.train()
+    rec = trainer.records[0]
+    batch, A = rec["batch"], rec["A"]
+    mask = batch["completion_mask"].bool()
+    model = build_tiny_model(char_tokenizer, tiny_config)  # the weights that sampled the batch
+    args = (batch["prompt_ids"], batch["prompt_mask"].bool(), batch["completion_ids"], mask)
+    scored = completion_logprobs(model, *args, temperature=0.7, return_hidden=True)
+    vectors = token_vectors(ProxyConfig(name=proxy, topk=5), model, *args, scored, temperature=0.7)
+    ref = delta_coefficients(vectors, A.float(), mask, DeltaConfig())
+    torch.testing.assert_close(rec["coef"], ref.coef, atol=2e-5, rtol=0)
+
+
+def test_proxies_trl_cannot_compute_are_refused_naming_the_setting(tmp_path):
+    with pytest.raises(ValueError, match="delta_proxy='full_sketch'.*not available"):
+        DeltaGRPOConfig(**common_args(tmp_path, delta_proxy="full_sketch"))
+    with pytest.raises(ValueError, match="delta_pooling='local'"):
+        DeltaGRPOConfig(**common_args(tmp_path, delta_proxy="lm_head", delta_pooling="global"))

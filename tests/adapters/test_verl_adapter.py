@@ -215,6 +215,9 @@ def test_delta_namespace_is_validated_with_the_setting_named():
         DeltaSettings.from_dict({"enable": True, "pooling": "per_group"})
     with pytest.raises(ValueError, match="delta.gama"):
         DeltaSettings.from_dict({"gama": 1})
+    assert DeltaSettings.from_dict({"enable": True, "proxy": "row"}).proxy == "row"
+    with pytest.raises(ValueError, match="delta.proxy='lm_head' is not available in the verl adapter"):
+        DeltaSettings.from_dict({"enable": True, "proxy": "lm_head"})
     with pytest.raises(ValueError, match="adv_estimator=grpo"):
         check_trainer_supported(verl_config(adv_estimator="gae"))
     with pytest.raises(ValueError, match="use_kl_in_reward=False"):

@@ -71,3 +71,14 @@ def test_compare_refuses_a_run_folder_trained_with_another_config(tmp_path, caps
     capsys.readouterr()
     assert main(args + tiny + ["--set", "optim.lr=5e-4"]) == 2
     assert "optim.lr = 0.001" in capsys.readouterr().err
+
+
+def test_a_run_locked_by_another_process_is_deferred_not_trained_twice(tmp_path):
+    from delta_rlvr.evaluation.compare import run_lock
+
+    with run_lock(tmp_path / "dapo" / "seed-0") as held:
+        assert held
+        with run_lock(tmp_path / "dapo" / "seed-0", wait=False) as second:  # another open file = another holder
+            assert second is False
+    with run_lock(tmp_path / "dapo" / "seed-0", wait=False) as again:
+        assert again

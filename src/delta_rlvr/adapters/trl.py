@@ -21,8 +21,12 @@ Design choices (docs/adapters.md, "TRL"):
 5. Pooling: "local" (default, as the paper's released code: each process's batch alone) or
    "global" (centroids, temperatures and N/Z summed over processes with an all-reduce through
    ``DeltaStream``'s reduce hook).
-6. Statistics go to TRL's ``_metrics["train"]`` as ``delta/*``, averaged over processes.
-7. In evaluation (``model.training`` False) advantages are left as TRL computed them.
+6. The proxy (``delta_proxy``): row (the paper's, default), topk_hidden or lm_head, built by
+   the same function as the trainer's from the captured hidden state, the sampled ids and the
+   LM-head matrix (which must be whole on each process: not under DeepSpeed ZeRO-3). lm_head
+   pools locally only. full_sketch (one backward pass per token) is refused.
+7. Statistics go to TRL's ``_metrics["train"]`` as ``delta/*``, averaged over processes.
+8. In evaluation (``model.training`` False) advantages are left as TRL computed them.
 """
 
 from __future__ import annotations
@@ -42,7 +46,12 @@ from delta_rlvr.adapters.common import (
     check_pooling,
     delta_config_from_prefixed,
 )
-from delta_rlvr.core import DeltaConfig, DeltaStats, grad_proxy
+from delta_rlvr.core import DeltaConfig, DeltaStats
+from delta_rlvr.core.proxies import ProxyConfig
+from delta_rlvr.models.proxies import head_proxy_vectors
+
+#: The proxies the adapter offers (full_sketch needs a backward pass per token).
+ADAPTER_PROXIES: tuple[str, ...] = ("row", "topk_hidden", "lm_head")
 
 #: TRL loss types whose per-token loss is positively homogeneous in the advantage (trl 1.16):
 #: the clip branch, SAPO's gate temperature, VESPO's gamma shape and the off-policy mask depend
@@ -79,11 +88,34 @@ class DeltaGRPOConfig(GRPOConfig):
         default="local",
         metadata={"help": "'local': each process's batch (paper); 'global': all-reduced.", "choices": POOLING_CHOICES},
     )
+    delta_proxy: str = field(
+        default="row",
+        metadata={"help": "token-gradient proxy: 'row' (the paper's), 'topk_hidden' or 'lm_head'.", "choices": ADAPTER_PROXIES},
+    )
+    delta_proxy_topk: int = field(default=64, metadata={"help": "K of the topk_hidden proxy."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.delta_config()  # validate now, with errors naming the delta_* setting
         check_pooling(self.delta_pooling, "DeltaGRPOConfig.delta_pooling")
+        self.delta_proxy_config()
+
+    def delta_proxy_config(self) -> ProxyConfig:
+        """The core ``ProxyConfig`` of ``delta_proxy`` / ``delta_proxy_topk`` (validated)."""
+        if self.delta_proxy not in ADAPTER_PROXIES:
+            raise ValueError(
+                f"DeltaGRPOConfig.delta_proxy={self.delta_proxy!r} is not available in TRL; use one of "
+                f"{ADAPTER_PROXIES} (full_sketch needs a backward pass per token: use delta-rlvr audit-proxy)"
+            )
+        if self.delta_proxy == "lm_head" and self.delta_pooling == "global":
+            raise ValueError(
+                "DeltaGRPOConfig.delta_proxy='lm_head' pools each process's batch only; set delta_pooling='local' "
+                "or use delta_proxy='row' / 'topk_hidden' with global pooling"
+            )
+        try:
+            return ProxyConfig(name=self.delta_proxy, topk=self.delta_proxy_topk)
+        except ValueError as err:
+            raise ValueError(str(err).replace("ProxyConfig.topk", "DeltaGRPOConfig.delta_proxy_topk")) from None
 
     def delta_config(self) -> DeltaConfig:
         """The core ``DeltaConfig`` these ``delta_*`` fields describe."""
@@ -124,6 +156,7 @@ class DeltaGRPOTrainer(GRPOTrainer):
             )
         check_supported(self.args)
         self.delta_config: DeltaConfig = self.args.delta_config()
+        self.delta_proxy: ProxyConfig = self.args.delta_proxy_config()
         self._delta_temperature: Tensor | None = None  # frozen gamma, with delta_freeze_temperature
         self._delta_generator: torch.Generator | None = None
         if self.delta_config.random_coefficients:
@@ -158,7 +191,8 @@ class DeltaGRPOTrainer(GRPOTrainer):
         mask = completion_mask if "tool_mask" not in batch else completion_mask * batch["tool_mask"]
         mask = mask.bool()  # (B, T), True = token in TRL's loss
         hidden, logp = self._old_policy_hidden_and_logp(batch)
-        v = grad_proxy(hidden, logp, mask)  # (B, T, H) float32
+        v = head_proxy_vectors(self.delta_proxy, hidden, logp, batch["completion_ids"], mask, self._delta_head(),
+                               temperature=self.temperature)  # (B, T, H) float32, or the implicit lm_head vectors
         reduce = None
         if self.args.delta_pooling == "global" and self.accelerator.num_processes > 1:
             reduce = all_reduce_sum
@@ -226,6 +260,17 @@ class DeltaGRPOTrainer(GRPOTrainer):
                 "transformers *ForCausalLM model"
             )
         return backbone
+
+    def _delta_head(self) -> torch.nn.Module:
+        """The LM head (whole on this process), for the topk_hidden and lm_head proxies."""
+        model = self.accelerator.unwrap_model(self.model)
+        head = model.get_output_embeddings()
+        if self.delta_proxy.name != "row" and (head is None or head.weight.numel() == 0):
+            raise ValueError(
+                f"DeltaGRPOTrainer: delta_proxy={self.delta_proxy.name!r} needs the whole LM-head matrix on each "
+                "process, but it is sharded (DeepSpeed ZeRO-3?) or missing; use delta_proxy='row'"
+            )
+        return head
 
     def _log_delta_stats(self, stats: DeltaStats) -> None:
         """delta/* statistics into TRL's metrics, averaged over processes (NaN-aware)."""

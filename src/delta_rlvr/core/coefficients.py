@@ -1,6 +1,10 @@
 """DelTA coefficients: discriminative per-token credit assignment (spec section 3).
 
 Shapes: B responses, T tokens per response, H hidden size, N = B * T flattened tokens.
+A token-gradient vector is usually a dense (B, T, H) proxy (`grad_proxy`); the estimator also
+takes any `TokenVectors`, an object that computes the two things it needs from the vectors
+(side-weighted sums and margins against centroids) without materialising them, such as
+`proxies.LMHeadGradients` (token gradients of V x H entries each).
 
 The estimator, in the paper's words: treat the policy-gradient update as a linear
 discriminator between the advantage-weighted centroids of the positive side (A > 0) and the
@@ -16,14 +20,18 @@ Design choices (numbered as in docs/implementation_details.md):
 - The margin uses the identity ||v-mu-||^2 - ||v-mu+||^2 = 2 v.(mu+ - mu-) + ||mu-||^2 - ||mu+||^2,
   one dot product per token (spec section 3).
 - One-shot form: 2K + 2 passes over the proxy (1 for the initial centroids, then per iteration
-  one margin pass and, except after the last, one centroid pass). The streaming form, for
-  hidden states recomputed micro-batch by micro-batch, is in `streaming.py`.
+  one margin pass and, except after the last, one centroid pass), each pass one call of
+  `TokenVectors.side_weighted_sums` or `TokenVectors.margins`; a dense tensor is wrapped in
+  `DenseVectors`, which runs the chunked kernels below. Centroids may have any trailing shape
+  ((2, H) dense, (2, V, H) for LM-head gradients); their geometry is that of the flattened
+  vectors. The streaming form, for hidden states recomputed micro-batch by micro-batch, is in
+  `streaming.py` (dense proxies only).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -243,8 +251,9 @@ def side_masses(side: Tensor, weight: Tensor) -> Tensor:
 
 
 def centroids(sums: Tensor, masses: Tensor) -> Tensor:
-    """(2, H) float64: mu = sum / max(mass, 1e-8); a side with no mass gets the zero vector."""
-    return sums / masses.clamp_min(MASS_EPS).unsqueeze(-1)
+    """(2, ...) float64: mu = sum / max(mass, 1e-8) for side sums (2, ...) of any trailing shape
+    ((2, H) dense, (2, V, H) LM-head gradients); a side with no mass gets the zero vector."""
+    return sums / masses.clamp_min(MASS_EPS).reshape((2,) + (1,) * (sums.dim() - 1))
 
 
 def margins(v: Tensor, side: Tensor, mu: Tensor, contrast: Contrast) -> Tensor:
@@ -329,9 +338,11 @@ def batch_stats(coef: Tensor, alpha: Tensor, side: Tensor, **pooled: Tensor) -> 
 
 
 def centroid_geometry(mu: Tensor) -> tuple[Tensor, Tensor]:
-    """(||mu+||, ||mu-||) as a (2,) tensor and their cosine (0 when either is zero)."""
-    norms = mu.norm(dim=-1)
-    cos = (mu[0] @ mu[1]) / (norms[0] * norms[1]).clamp_min(1e-30)
+    """(||mu+||, ||mu-||) as a (2,) tensor and their cosine (0 when either is zero), for
+    centroids (2, ...) of any trailing shape (flattened: Frobenius norms for matrices)."""
+    flat = mu.reshape(2, -1)
+    norms = flat.norm(dim=-1)
+    cos = (flat[0] @ flat[1]) / (norms[0] * norms[1]).clamp_min(1e-30)
     return norms.float(), cos.float()
 
 
@@ -359,7 +370,11 @@ def check_finite(sums: Tensor, where: str) -> None:
 def check_inputs(v: Tensor, advantages: Tensor, mask: Tensor) -> None:
     if v.dim() != 3:
         raise ValueError(f"grad_proxy must have shape (B, T, H), got {tuple(v.shape)}")
-    b, t, _ = v.shape
+    check_token_inputs(v.shape[0], v.shape[1], advantages, mask)
+
+
+def check_token_inputs(b: int, t: int, advantages: Tensor, mask: Tensor) -> None:
+    """Shapes of the advantages (B,) and the mask (B, T) for vectors of token shape (B, T)."""
     if tuple(advantages.shape) != (b,):
         raise ValueError(
             f"advantages must have shape (B,) = ({b},), got {tuple(advantages.shape)}; "
@@ -373,10 +388,70 @@ def check_inputs(v: Tensor, advantages: Tensor, mask: Tensor) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Token vectors: what the one-shot estimator needs from the proxy.
+
+
+@runtime_checkable
+class TokenVectors(Protocol):
+    """Token-gradient vectors of a (B, T) batch, seen only through the two passes the estimator
+    makes over them. Flattened token index n = b * T + t; `side` is (N,) int8 in {-1, 0, 1}
+    (`token_sides`), 0 for tokens on neither side (A = 0 or invalid)."""
+
+    @property
+    def token_shape(self) -> tuple[int, int]:
+        """(B, T)."""
+        ...
+
+    def side_weighted_sums(self, side: Tensor, weight: Tensor) -> Tensor:
+        """(2, ...) float64: per side (+1 at index 0, -1 at index 1) the sum of weight_n * v_n,
+        for weight (N,); tokens with side 0 contribute nothing."""
+        ...
+
+    def margins(self, side: Tensor, mu: Tensor, contrast: Contrast) -> Tensor:
+        """(N,) float32 margin of each token on its own side against centroids mu (2, ...) float64
+        (of the shape `side_weighted_sums` returns), as `margins` for dense rows; 0 on side 0."""
+        ...
+
+
+class DenseVectors:
+    """A dense (B, T, H) proxy as `TokenVectors`, through the chunked kernels of this module
+    (the path `delta_coefficients` has always taken for a tensor, unchanged)."""
+
+    def __init__(self, v: Tensor) -> None:
+        if v.dim() != 3:
+            raise ValueError(f"grad_proxy must have shape (B, T, H), got {tuple(v.shape)}")
+        b, t, h = v.shape
+        self._shape = (b, t)
+        self.v2d = v.reshape(b * t, h)
+
+    @property
+    def token_shape(self) -> tuple[int, int]:
+        return self._shape
+
+    @property
+    def device(self) -> torch.device:
+        return self.v2d.device
+
+    def side_weighted_sums(self, side: Tensor, weight: Tensor) -> Tensor:
+        """(2, H) float64, accumulated chunk by chunk (`side_weighted_sums`)."""
+        total = torch.zeros(2, self.v2d.shape[1], dtype=torch.float64, device=self.v2d.device)
+        for start, stop, rows in row_chunks(self.v2d):
+            total += side_weighted_sums(rows, side[start:stop], weight[start:stop])
+        return total
+
+    def margins(self, side: Tensor, mu: Tensor, contrast: Contrast) -> Tensor:
+        """(N,) float32, chunk by chunk (`margins`)."""
+        delta = torch.empty(self.v2d.shape[0], dtype=torch.float32, device=self.v2d.device)
+        for start, stop, rows in row_chunks(self.v2d):
+            delta[start:stop] = margins(rows, side[start:stop], mu, contrast)
+        return delta
+
+
+# --------------------------------------------------------------------------------------------
 
 
 def delta_coefficients(
-    grad_proxy: Tensor,
+    grad_proxy: Tensor | TokenVectors,
     advantages: Tensor,
     mask: Tensor,
     config: DeltaConfig = DeltaConfig(),
@@ -387,7 +462,9 @@ def delta_coefficients(
     """DelTA coefficients for one rollout batch (spec section 3), in one shot.
 
     Args:
-        grad_proxy: (B, T, H) token-gradient proxy, see `grad_proxy`. Must be finite.
+        grad_proxy: (B, T, H) token-gradient proxy, see `grad_proxy`. Must be finite. Or any
+            `TokenVectors` of token shape (B, T), e.g. `proxies.LMHeadGradients`; its own
+            validity mask should equal `mask` (a position invalid in either is on no side).
         advantages: (B,) one advantage per response; its sign picks the side.
         mask: (B, T) bool, True = valid token.
         config: the estimator's settings.
@@ -400,16 +477,26 @@ def delta_coefficients(
         DeltaCoefficients with coef (B, T) float32: lambda * N / Z on valid tokens (mean 1 over
         them when self_normalise), 0 on invalid tokens; and DeltaStats.
     """
-    check_inputs(grad_proxy, advantages, mask)
+    if isinstance(grad_proxy, Tensor):
+        check_inputs(grad_proxy, advantages, mask)
+        vectors: TokenVectors = DenseVectors(grad_proxy)
+        device = grad_proxy.device
+    else:
+        if not isinstance(grad_proxy, TokenVectors):
+            raise TypeError(
+                "delta_coefficients: grad_proxy must be a (B, T, H) tensor or a TokenVectors "
+                f"(token_shape, side_weighted_sums, margins), got {type(grad_proxy).__name__}"
+            )
+        vectors = grad_proxy
+        device = mask.device
+        check_token_inputs(*vectors.token_shape, advantages, mask)
     if temperature is not None and not config.freeze_temperature:
         raise ValueError(
             "delta_coefficients: a fixed temperature was passed but config.freeze_temperature "
             "is False; set freeze_temperature=True or pass temperature=None"
         )
-    b, t, h = grad_proxy.shape
-    device = grad_proxy.device
+    b, t = vectors.token_shape
     k_steps = config.refine_steps
-    v2d = grad_proxy.reshape(b * t, h)
     side = token_sides(advantages, mask).reshape(-1)
     valid = mask.reshape(-1)
     weight = advantages.abs().float().unsqueeze(-1).expand(b, t).reshape(-1)
@@ -425,14 +512,12 @@ def delta_coefficients(
         alpha = torch.where(side != 0, u.to(device), torch.zeros((), device=device))
     else:
         # Pass 1: advantage-weighted centroids mu^(0).
-        mu = centroids(_weighted_sums(v2d, side, weight), masses0)
+        mu = centroids(_weighted_sums(vectors, side, weight), masses0)
         gamma = None if temperature is None else temperature.to(device=device, dtype=torch.float64)
         fixed = gamma is not None
         for k in range(k_steps + 1):
             # Margin pass: Delta^(k) with mu^(k).
-            delta = torch.empty(b * t, dtype=torch.float32, device=device)
-            for start, stop, rows in row_chunks(v2d):
-                delta[start:stop] = margins(rows, side[start:stop], mu, config.contrast)
+            delta = vectors.margins(side, mu, config.contrast)
             measured = std_from_moments(margin_moments(delta, side))
             if gamma is None:
                 gamma = measured  # gamma^(0) is the std of Delta^(0)
@@ -442,7 +527,7 @@ def delta_coefficients(
             if k < k_steps:
                 # Centroid pass: mu^(k+1) weighted by |A| * alpha^(k).
                 w = weight * alpha
-                mu = centroids(_weighted_sums(v2d, side, w), side_masses(side, w))
+                mu = centroids(_weighted_sums(vectors, side, w), side_masses(side, w))
             if not fixed:
                 gamma = measured  # lag: Var(Delta^(k)) sets gamma^(k+1)
 
@@ -470,10 +555,8 @@ def delta_coefficients(
     return DeltaCoefficients(coef=coef.reshape(b, t), stats=stats)
 
 
-def _weighted_sums(v2d: Tensor, side: Tensor, weight: Tensor) -> Tensor:
-    """One pass: (2, H) float64 side sums of weight * v, accumulated chunk by chunk."""
-    total = torch.zeros(2, v2d.shape[1], dtype=torch.float64, device=v2d.device)
-    for start, stop, rows in row_chunks(v2d):
-        total += side_weighted_sums(rows, side[start:stop], weight[start:stop])
+def _weighted_sums(vectors: TokenVectors, side: Tensor, weight: Tensor) -> Tensor:
+    """One pass: (2, ...) float64 side sums of weight * v, checked finite."""
+    total = vectors.side_weighted_sums(side, weight)
     check_finite(total, "centroid pass")
     return total

@@ -138,13 +138,18 @@ def _check_same_config(folder: Path, config: TrainConfig) -> None:
 
 
 @contextlib.contextmanager
-def run_lock(folder: Path):
-    """Exclusive lock on one run folder, held while it is trained and evaluated (blocks until free)."""
+def run_lock(folder: Path, *, wait: bool = True):
+    """Exclusive lock on one run folder, held while it is trained and evaluated. Yields True
+    when held; with wait=False yields False at once if another process holds it."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -197,6 +202,16 @@ def summarise(label: str, seeds: list[int], reports: list[EvalReport], baseline_
                          m, std, math.sqrt(math.fsum(s * s for s in se)) / len(se), test)
 
 
+def _train_and_evaluate(cfg: CompareConfig, method: MethodSpec, seed: int, build_task) -> EvalReport:
+    config = run_config(cfg, method, seed)
+    final = train_run(config)
+    source = resolve_model(str(final))
+    bench = task_benchmark(build_task(config.task), config.task)
+    ev = EvalConfig(model=str(final), output_dir=str(run_dir(cfg, method, seed) / "eval"), sampling=cfg.sampling,
+                    seed=seed, template=config.task.template, device=config.model.device, progress=cfg.progress)
+    return evaluate(ev, [bench], source)
+
+
 def run_compare(cfg: CompareConfig) -> list[MethodSummary]:
     """Train and evaluate every (method, seed), then write the summary and plots."""
     from delta_rlvr.evaluation.plots import plot_coefficients, plot_curves
@@ -204,19 +219,21 @@ def run_compare(cfg: CompareConfig) -> list[MethodSummary]:
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    reports: dict[str, list[EvalReport]] = {}
-    folders: dict[str, list[Path]] = {}
-    for method in cfg.methods:
-        for seed in cfg.seeds:
-            config = run_config(cfg, method, seed)
-            with run_lock(run_dir(cfg, method, seed)):
-                final = train_run(config)
-                source = resolve_model(str(final))
-                bench = task_benchmark(build_task(config.task), config.task)
-                ev = EvalConfig(model=str(final), output_dir=str(run_dir(cfg, method, seed) / "eval"), sampling=cfg.sampling,
-                                seed=seed, template=config.task.template, device=config.model.device, progress=cfg.progress)
-                reports.setdefault(method.label, []).append(evaluate(ev, [bench], source))
-            folders.setdefault(method.label, []).append(run_dir(cfg, method, seed))
+    results: dict[tuple[str, int], EvalReport] = {}
+    # First every run no other process holds, then wait for the rest: two `compare` processes
+    # on one study split its runs between them.
+    pending = [(method, seed) for method in cfg.methods for seed in cfg.seeds]
+    for wait in (False, True):
+        deferred = []
+        for method, seed in pending:
+            with run_lock(run_dir(cfg, method, seed), wait=wait) as held:
+                if held:
+                    results[method.label, seed] = _train_and_evaluate(cfg, method, seed, build_task)
+                else:
+                    deferred.append((method, seed))
+        pending = deferred
+    reports = {m.label: [results[m.label, s] for s in cfg.seeds] for m in cfg.methods}
+    folders = {m.label: [run_dir(cfg, m, s) for s in cfg.seeds] for m in cfg.methods}
     base = [r.average.avg for r in reports[cfg.baseline_label]]
     summaries = [summarise(m.label, list(cfg.seeds), reports[m.label], None if m.label == cfg.baseline_label else base)
                  for m in cfg.methods]

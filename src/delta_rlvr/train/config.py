@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from delta_rlvr.core import DeltaConfig, PolicyLossConfig
+from delta_rlvr.core.proxies import ProxyConfig
 
 Method = Literal["delta", "dapo", "grpo", "dr_grpo", "forking_tokens", "token_select"]
 TaskKind = Literal["arithmetic", "reasoning_gym", "dataset"]
@@ -106,6 +107,8 @@ class AlgorithmConfig:
     method: Method = "delta"
     coefficients: DeltaConfig = field(default_factory=DeltaConfig)
     """DelTA's settings (method "delta" and "token_select")."""
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    """The token-gradient proxy DelTA compares: row (the paper's), topk_hidden, lm_head, full_sketch."""
     loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
     forking_fraction: float = 0.2
     """forking_tokens: fraction of highest-entropy tokens kept."""
@@ -120,6 +123,8 @@ class AlgorithmConfig:
         _check(0 < self.forking_fraction <= 1, "algorithm.forking_fraction", self.forking_fraction, "use (0, 1]")
         _check(0 < self.select_fraction <= 1, "algorithm.select_fraction", self.select_fraction, "use (0, 1]")
         _check(self.hidden_cache_mib >= 0, "algorithm.hidden_cache_mib", self.hidden_cache_mib, "use >= 0")
+        _check(self.hidden_states == "cached" or self.proxy.name in ("row", "topk_hidden"), "algorithm.hidden_states",
+               self.hidden_states, f"proxy {self.proxy.name} is computed from the whole cached batch: use 'cached'")
 
     @property
     def estimator(self) -> str:

@@ -9,7 +9,7 @@ import torch
 
 from delta_rlvr.train.config import ConfigError, ModelConfig
 
-EMBEDDED = {"embedded:arith-tiny": "arith-tiny"}
+EMBEDDED = {"embedded:arith-tiny": "arith-tiny", "embedded:arith-verbose": "arith-verbose"}
 
 
 def embedded_model_dir(name: str = "arith-tiny") -> Path:

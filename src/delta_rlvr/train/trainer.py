@@ -6,8 +6,8 @@
   one would, and checkpoints only need the model, optimizer and data position.
 - The old-policy pass runs once per rollout batch, micro-batch by micro-batch, and yields
   log-probs at the rollout temperature, entropies, and - when the method needs coefficients -
-  the gradient proxy (cached, or fed to a streaming estimator whose remaining K + 1 passes
-  recompute hidden states).
+  DelTA's token vectors under the configured proxy (models/proxies.py), cached, or fed to a
+  streaming estimator whose remaining K + 1 passes recompute hidden states.
 - Coefficients are fixed for every mini-batch update of that rollout batch.
 - A non-finite loss or gradient norm skips the optimizer step (logged); checkpoints are only
   written from finite parameters.
@@ -29,14 +29,14 @@ from delta_rlvr.core import (
     DeltaStream,
     PolicyLossConfig,
     delta_coefficients,
-    grad_proxy,
     group_advantages,
     masked_mean,
     policy_loss,
 )
 from delta_rlvr.models import SampleBatch, completion_logprobs, sample_completions
+from delta_rlvr.models.proxies import STREAMABLE, concat_vectors, make_sketch, token_vectors
 from delta_rlvr.train.checkpoint import latest_checkpoint, load_state, rng_state, save_checkpoint, set_rng_state
-from delta_rlvr.train.config import TrainConfig, save_config
+from delta_rlvr.train.config import ConfigError, TrainConfig, save_config
 from delta_rlvr.train.credit import AGGREGATION, METHODS, NEEDS_COEFFICIENTS, CreditInputs
 from delta_rlvr.train.metrics import MetricsWriter
 from delta_rlvr.train.policy import load_policy
@@ -112,6 +112,7 @@ class Trainer:
         self.step = 0
         self.position = 0
         self.frozen_temperature: Tensor | None = None
+        self.sketch = None  # the full_sketch proxy's count-sketch, built on first use
         checkpoint = latest_checkpoint(self.ckpt_root) if resume else None
         if resume and checkpoint is None:
             print(f"--resume: no complete checkpoint in {self.ckpt_root}; starting from scratch")
@@ -206,9 +207,15 @@ class Trainer:
                 batch.completion_mask[rows], temperature=self.config.rollout.temperature, return_hidden=hidden,
             )
 
-    def _proxy(self, batch: SampleBatch, rows: slice) -> Tensor:
-        out = self._forward(batch, rows, hidden=True)
-        return grad_proxy(out.hidden, out.logp, batch.completion_mask[rows])
+    def _vectors(self, batch: SampleBatch, rows: slice, out=None):
+        """DelTA's token vectors for some rows under the configured proxy (recomputing the
+        old-policy pass when `out` is not given)."""
+        out = out if out is not None else self._forward(batch, rows, hidden=True)
+        proxy = self.config.algorithm.proxy
+        if proxy.name == "full_sketch" and self.sketch is None:
+            self.sketch = make_sketch(proxy, self.model)
+        return token_vectors(proxy, self.model, batch.prompt_ids[rows], batch.prompt_mask[rows], batch.completion_ids[rows],
+                             batch.completion_mask[rows], out, temperature=self.config.rollout.temperature, sketch=self.sketch)
 
     @torch.no_grad()
     def _old_policy_and_coefficients(self, batch: SampleBatch, adv: Tensor, timer: StageTimer):
@@ -218,9 +225,14 @@ class Trainer:
         need = algo.method in NEEDS_COEFFICIENTS
         mask = batch.completion_mask
         b, t = mask.shape
-        h = self.model.config.hidden_size
+        width = algo.proxy.sketch_dim if algo.proxy.name == "full_sketch" else self.model.config.hidden_size
         mode = algo.hidden_states
-        if need and mode == "cached" and b * t * h * 4 > algo.hidden_cache_mib * 2**20:
+        if need and mode == "cached" and b * t * width * 4 > algo.hidden_cache_mib * 2**20:
+            if algo.proxy.name not in STREAMABLE:
+                raise ConfigError(
+                    f"the {algo.proxy.name} proxy of {b} x {t} tokens needs {b * t * width * 4 / 2**20:.0f} MiB, over "
+                    f"algorithm.hidden_cache_mib = {algo.hidden_cache_mib}; raise the cap or use fewer/shorter responses"
+                )
             mode = "streamed"  # the proxy would not fit under the cap: same coefficients, more passes
         cfg = algo.coefficients
         temperature = self.frozen_temperature if cfg.freeze_temperature else None
@@ -234,7 +246,7 @@ class Trainer:
                 logps.append(out.logp)
                 ents.append(out.entropy)
                 if need:
-                    v = grad_proxy(out.hidden, out.logp, mask[s])
+                    v = self._vectors(batch, s, out)
                     if stream is not None:
                         stream.update(v, adv[s], mask[s])  # pass 0 of the streaming estimator
                     else:
@@ -245,11 +257,11 @@ class Trainer:
             with timer("coefficients"):
                 if stream is not None:
                     stream.end_pass()
-                    res = stream.run(lambda: ((self._proxy(batch, s), adv[s], mask[s]) for s in slices))
+                    res = stream.run(lambda: ((self._vectors(batch, s), adv[s], mask[s]) for s in slices))
                     coef = torch.cat(res.coef)
                     stats = res.stats
                 else:
-                    res = delta_coefficients(torch.cat(proxies), adv, mask, cfg, temperature=temperature, generator=gen)
+                    res = delta_coefficients(concat_vectors(proxies), adv, mask, cfg, temperature=temperature, generator=gen)
                     coef, stats = res.coef, res.stats
             if cfg.freeze_temperature and self.frozen_temperature is None:
                 self.frozen_temperature = stats.temperature[0].detach().cpu()

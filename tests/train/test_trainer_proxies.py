@@ -1,0 +1,72 @@
+"""The trainer with each token-gradient proxy: one step trains, cached = streamed where both
+exist, and the coefficients are the core's on the dispatcher's vectors."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from delta_rlvr.core import delta_coefficients, group_advantages
+from delta_rlvr.train import ConfigError, Trainer
+from delta_rlvr.train.trainer import StageTimer
+
+from test_trainer import small_config  # tests/train is on sys.path (rootdir-relative import mode)
+
+PROXY_SETS = {
+    "row": [],
+    "topk_hidden": ["algorithm.proxy.name=topk_hidden", "algorithm.proxy.topk=8"],
+    "lm_head": ["algorithm.proxy.name=lm_head"],
+    "full_sketch": ["algorithm.proxy.name=full_sketch", "algorithm.proxy.sketch_dim=512"],
+}
+
+
+def _batch(trainer):
+    timer = StageTimer(trainer.device)
+    batch, _, rewards, _, _ = trainer._rollout(timer)
+    adv = group_advantages(rewards, batch.group_index)
+    if not adv.any():  # make both sides non-empty whatever the sample
+        adv = torch.linspace(-1, 1, adv.numel())
+    return batch, adv, timer
+
+
+@pytest.mark.parametrize("proxy", list(PROXY_SETS))
+def test_each_proxy_trains_a_step_and_logs_its_coefficients(tmp_path, proxy):
+    cfg = small_config(tmp_path / proxy, *PROXY_SETS[proxy], "run.max_steps=1", "run.tensorboard=false",
+                       "rollout.prompts_per_step=2", "rollout.max_new_tokens=16")
+    m = Trainer(cfg).train_step()
+    assert m["skipped_updates"] == 0 and m["grad_norm"] == m["grad_norm"]
+    if m["delta/side_tokens_pos"] and m["delta/side_tokens_neg"]:
+        assert m["delta/coef_std"] > 0 and m["delta/coef_mean"] == pytest.approx(1.0, abs=0.05)
+
+
+@pytest.mark.parametrize("proxy", ["topk_hidden", "lm_head", "full_sketch"])
+def test_trainer_coefficients_are_the_core_estimator_on_the_dispatched_vectors(tmp_path, proxy):
+    trainer = Trainer(small_config(tmp_path / proxy, *PROXY_SETS[proxy], "run.max_steps=1", "run.tensorboard=false",
+                                   "optim.micro_batch_size=5", "rollout.max_new_tokens=16"))
+    batch, adv, timer = _batch(trainer)
+    _, _, coef, _, mode = trainer._old_policy_and_coefficients(batch, adv, timer)
+    assert mode == "cached"
+    rows = slice(0, adv.numel())  # the whole batch at once, not micro-batch by micro-batch
+    vectors = trainer._vectors(batch, rows)
+    ref = delta_coefficients(vectors, adv, batch.completion_mask, trainer.config.algorithm.coefficients)
+    torch.testing.assert_close(coef, ref.coef, rtol=0, atol=2e-6)
+
+
+def test_topk_hidden_cached_and_streamed_give_the_same_coefficients(tmp_path):
+    trainer = Trainer(small_config(tmp_path / "k", *PROXY_SETS["topk_hidden"], "run.max_steps=1", "run.tensorboard=false",
+                                   "optim.micro_batch_size=5"))
+    batch, adv, timer = _batch(trainer)
+    cached = trainer._old_policy_and_coefficients(batch, adv, timer)
+    trainer.config = replace(trainer.config, algorithm=replace(trainer.config.algorithm, hidden_states="streamed"))
+    streamed = trainer._old_policy_and_coefficients(batch, adv, timer)
+    assert (cached[4], streamed[4]) == ("cached", "streamed")
+    torch.testing.assert_close(streamed[2], cached[2], rtol=0, atol=2e-6)
+
+
+def test_whole_batch_proxies_refuse_streamed_hidden_states_naming_the_setting(tmp_path):
+    with pytest.raises(ConfigError, match="algorithm.hidden_states.*use 'cached'"):
+        small_config(tmp_path, "algorithm.proxy.name=lm_head", "algorithm.hidden_states=streamed")
+    with pytest.raises(ConfigError, match="proxy"):
+        small_config(tmp_path, "algorithm.proxy.name=rows")
