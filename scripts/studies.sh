@@ -2,7 +2,7 @@
 # The studies of docs/results.md, on the embedded default task (arithmetic, arith-tiny).
 #
 #   scripts/studies.sh STUDY [STUDY...]
-#   STUDY: dapo_vs_delta | token_selection | verbose | ablations | all (in that order)
+#   STUDY: dapo_vs_delta | token_selection | proxies | verbose | ablations | all (in that order)
 #
 # Every default-task study is a `delta-rlvr compare` into one shared folder ($STUDY_DIR, default
 # runs/studies), so the DAPO and DelTA runs of seeds 0-2 are trained once and reused as the
@@ -37,6 +37,15 @@ token_selection() {
         --method dapo --method delta
 }
 
+proxies() {
+    # DelTA with each cheap token-gradient proxy (issue 7); full_sketch needs a backward pass per
+    # token (~50 s per step here), too slow for 250-step runs on a CPU.
+    "$CLI" compare --name proxies --baseline dapo --seeds 0 1 2 "${COMMON[@]}" \
+        --method delta_topk_hidden:algorithm.proxy.name=topk_hidden \
+        --method delta_lm_head:algorithm.proxy.name=lm_head \
+        --method dapo --method delta
+}
+
 verbose() {
     # The second built-in task (configs/verbose_arith.yaml): ~90-token responses in a fixed
     # template, ~3x the default's compute per step, so 150 steps (evaluations at 0, 75, 150).
@@ -64,11 +73,11 @@ ablations() {
         --method dapo --method delta
 }
 
-[ $# -gt 0 ] || { echo "usage: $0 dapo_vs_delta|token_selection|verbose|ablations|all ..." >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: $0 dapo_vs_delta|token_selection|proxies|verbose|ablations|all ..." >&2; exit 2; }
 for study in "$@"; do
     case "$study" in
-        dapo_vs_delta|token_selection|verbose|ablations) "$study" ;;
-        all) dapo_vs_delta; token_selection; verbose; ablations ;;
-        *) echo "$0: unknown study '$study' (dapo_vs_delta, token_selection, verbose, ablations, all)" >&2; exit 2 ;;
+        dapo_vs_delta|token_selection|proxies|verbose|ablations) "$study" ;;
+        all) dapo_vs_delta; token_selection; proxies; verbose; ablations ;;
+        *) echo "$0: unknown study '$study' (dapo_vs_delta, token_selection, proxies, verbose, ablations, all)" >&2; exit 2 ;;
     esac
 done
