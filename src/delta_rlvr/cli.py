@@ -113,6 +113,24 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_proxy(args: argparse.Namespace) -> int:
+    from delta_rlvr.evaluation.audit import AuditConfig, run_audit, to_markdown
+    from delta_rlvr.train import ConfigError
+
+    try:
+        cfg = AuditConfig(model=args.model, config=args.config, overrides=tuple(args.set or []), prompts=args.prompts,
+                          samples=args.samples, topk=args.topk, sketch_dim=args.sketch_dim, sketch_seed=args.sketch_seed,
+                          sketch_repeat=args.sketch_repeat, exact_tokens=args.exact_tokens, seed=args.seed,
+                          output_dir=args.output_dir, device=args.device)
+        report = run_audit(cfg)
+    except ConfigError as err:
+        print(f"delta-rlvr audit-proxy: {err}", file=sys.stderr)
+        return 2
+    print(to_markdown(report))
+    print(f"output: {args.output_dir} (audit.md, audit.json, audit.png)")
+    return 0
+
+
 def _add_eval_commands(sub) -> None:
     ev = sub.add_parser("eval", help="avg@k / pass@k of a model on benchmarks (resumable)")
     ev.add_argument("model", help="preset (embedded:arith-tiny), Hugging Face folder, checkpoint, or run folder (newest checkpoint)")
@@ -160,6 +178,25 @@ def _add_eval_commands(sub) -> None:
     ins.add_argument("--color", action="store_true", help="ANSI colours even when stdout is not a terminal")
     ins.add_argument("--device", default="auto")
     ins.set_defaults(func=cmd_inspect)
+
+    au = sub.add_parser("audit-proxy", help="how faithful DelTA's cheap token-gradient proxies are to full-parameter gradients")
+    au.add_argument("model", help="preset (embedded:arith-tiny), Hugging Face folder, checkpoint, or run folder")
+    au.add_argument("--config", help="trainer YAML preset for the task, rollout and DelTA settings (not with a checkpoint)")
+    au.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a trainer config field, also on top of a checkpoint's config (repeatable)")
+    au.add_argument("--prompts", type=int, help="prompts in the batch (default: the config's rollout.prompts_per_step)")
+    au.add_argument("--samples", type=int, help="responses per prompt (default: the config's G)")
+    au.add_argument("--topk", type=int, default=64, help="K of the topk_hidden proxy (default 64)")
+    au.add_argument("--sketch-dim", type=int, default=16384, help="width of the reference count-sketch (default 16384)")
+    au.add_argument("--sketch-seed", type=int, default=0)
+    au.add_argument("--sketch-repeat", type=int, default=1, choices=[0, 1],
+                    help="1: also sketch with seed + 1 for the sketch-vs-sketch agreement (doubles its cost); 0: skip")
+    au.add_argument("--exact-tokens", type=int, default=16,
+                    help="tokens whose exact full gradients measure the sketch's error (default 16; 0: skip)")
+    au.add_argument("--seed", type=int, default=0, help="sampling seed")
+    au.add_argument("--output-dir", default="runs/audit")
+    au.add_argument("--device", default="auto")
+    au.set_defaults(func=cmd_audit_proxy)
 
 
 def build_parser() -> argparse.ArgumentParser:

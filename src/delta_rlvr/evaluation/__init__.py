@@ -1,4 +1,4 @@
-"""Evaluation, comparison and token views: `delta-rlvr eval`, `compare` and `inspect`.
+"""Evaluation, comparison, token views and proxy audits: `delta-rlvr eval`, `compare`, `inspect`, `audit-proxy`.
 
 - `estimators`: avg@k, unbiased pass@k, weighted averages, standard errors (plain floats).
 - `mann_whitney`: the one-sided Mann-Whitney U test, exact and asymptotic.
@@ -8,6 +8,7 @@
 - `dump`, `report`, `runner`: the resumable evaluation and its report.
 - `compare`, `plots`: methods x seeds, trained, evaluated, tested and plotted.
 - `inspect`: DelTA coefficients on sampled responses, in the terminal, as HTML, as a token cloud.
+- `audit`: coefficients under each token-gradient proxy against a count-sketched full gradient.
 
 See docs/evaluation.md.
 """
