@@ -79,7 +79,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         sampling = SamplingSettings(args.k, args.temperature, args.top_p, args.max_new_tokens or base.rollout.max_new_tokens)
         cfg = CompareConfig(methods=tuple(parse_method(m) for m in args.method), seeds=tuple(args.seeds), config=args.config,
                             overrides=tuple(args.set or []), baseline=args.baseline, output_dir=args.output_dir,
-                            eval_problems=args.eval_problems, sampling=sampling, name=args.name)
+                            eval_problems=args.eval_problems, sampling=sampling, name=args.name,
+                            partial=args.partial)
         run_compare(cfg)
     except ConfigError as err:
         print(f"delta-rlvr compare: {err}", file=sys.stderr)
@@ -158,6 +159,8 @@ def _add_eval_commands(sub) -> None:
     cp.add_argument("--eval-problems", type=int, help="held-out problems (sets task.eval_size, kept out of training)")
     cp.add_argument("--name", default="compare", help="stem of the summary files, so several studies can share --output-dir "
                     "(and its runs: each run is locked while trained)")
+    cp.add_argument("--partial", action="store_true", help="summarise the runs finished so far and train nothing "
+                    "(a long study's progress; seeds without a finished run are left out)")
     _sampling_args(cp, 16)
     cp.set_defaults(func=cmd_compare)
 

@@ -62,6 +62,17 @@ def test_compare_reports_tests_and_plots_then_skips_finished_runs(tmp_path, caps
     strip = lambda text: [{k: v for k, v in json.loads(x).items() if not k.startswith("time/")} for x in text.splitlines()]  # noqa: E731
     assert strip((out / "delta" / "seed-1" / "metrics.jsonl").read_text()) == strip(metrics)
 
+    # --partial summarises what is finished and trains nothing: delta seed 1 unfinished again.
+    shutil.rmtree(out / "delta" / "seed-1" / "checkpoints" / "step-00000002")
+    assert main(["compare", "--partial", "--name", "progress", "--method", "dapo", "--method", "delta", "--seeds", "0", "1",
+                 "--output-dir", str(out), "--eval-problems", "6", "--k", "4", "--top-p", "1.0",
+                 *[x for s in TINY for x in ("--set", s)]]) == 0
+    assert "training" not in capsys.readouterr().out
+    partial = {r["label"]: r for r in json.loads((out / "progress.json").read_text())["results"]}
+    assert partial["dapo"]["seeds"] == [0, 1] and partial["delta"]["seeds"] == [0]
+    assert partial["delta"]["scores"] == results["delta"]["scores"][:1]
+    assert "partial" in (out / "progress.md").read_text() and (out / "progress-curves.png").is_file()
+
 
 def test_compare_refuses_a_run_folder_trained_with_another_config(tmp_path, capsys):
     out = tmp_path / "cmp"

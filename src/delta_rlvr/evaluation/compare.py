@@ -75,6 +75,8 @@ class CompareConfig:
     progress: bool = True
     name: str = "compare"
     """Stem of the summary files (several studies can share one output folder)."""
+    partial: bool = False
+    """Summarise the runs already trained and evaluated, train nothing (a long study's progress)."""
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.\-]+", self.name):
@@ -212,6 +214,23 @@ def _train_and_evaluate(cfg: CompareConfig, method: MethodSpec, seed: int, build
     return evaluate(ev, [bench], source)
 
 
+def _finished_results(cfg: CompareConfig) -> dict[tuple[str, int], EvalReport]:
+    """Reports of the runs whose training reached max_steps and whose evaluation is complete."""
+    from delta_rlvr.evaluation.report import read_report
+
+    out = {}
+    for method in cfg.methods:
+        for seed in cfg.seeds:
+            folder = run_dir(cfg, method, seed)
+            newest = latest_checkpoint(folder / "checkpoints")
+            done = newest is not None and int(STEP_DIR.match(newest.name).group(1)) == run_config(cfg, method, seed).run.max_steps
+            if done and (folder / "eval" / "report.json").is_file():
+                report = read_report(folder / "eval")
+                if report.k == cfg.sampling.k:
+                    out[method.label, seed] = report
+    return out
+
+
 def run_compare(cfg: CompareConfig) -> list[MethodSummary]:
     """Train and evaluate every (method, seed), then write the summary and plots."""
     from delta_rlvr.evaluation.plots import plot_coefficients, plot_curves
@@ -220,23 +239,30 @@ def run_compare(cfg: CompareConfig) -> list[MethodSummary]:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[tuple[str, int], EvalReport] = {}
-    # First every run no other process holds, then wait for the rest: two `compare` processes
-    # on one study split its runs between them.
-    pending = [(method, seed) for method in cfg.methods for seed in cfg.seeds]
-    for wait in (False, True):
-        deferred = []
-        for method, seed in pending:
-            with run_lock(run_dir(cfg, method, seed), wait=wait) as held:
-                if held:
-                    results[method.label, seed] = _train_and_evaluate(cfg, method, seed, build_task)
-                else:
-                    deferred.append((method, seed))
-        pending = deferred
-    reports = {m.label: [results[m.label, s] for s in cfg.seeds] for m in cfg.methods}
-    folders = {m.label: [run_dir(cfg, m, s) for s in cfg.seeds] for m in cfg.methods}
+    if cfg.partial:
+        results = _finished_results(cfg)
+    else:
+        # First every run no other process holds, then wait for the rest: two `compare`
+        # processes on one study split its runs between them.
+        pending = [(method, seed) for method in cfg.methods for seed in cfg.seeds]
+        for wait in (False, True):
+            deferred = []
+            for method, seed in pending:
+                with run_lock(run_dir(cfg, method, seed), wait=wait) as held:
+                    if held:
+                        results[method.label, seed] = _train_and_evaluate(cfg, method, seed, build_task)
+                    else:
+                        deferred.append((method, seed))
+            pending = deferred
+    seeds = {m.label: [s for s in cfg.seeds if (m.label, s) in results] for m in cfg.methods}
+    if not seeds[cfg.baseline_label]:
+        raise ConfigError(f"no finished and evaluated run of the baseline {cfg.baseline_label!r} in {cfg.output_dir} yet")
+    methods = [m for m in cfg.methods if seeds[m.label]]
+    reports = {m.label: [results[m.label, s] for s in seeds[m.label]] for m in methods}
+    folders = {m.label: [run_dir(cfg, m, s) for s in seeds[m.label]] for m in methods}
     base = [r.average.avg for r in reports[cfg.baseline_label]]
-    summaries = [summarise(m.label, list(cfg.seeds), reports[m.label], None if m.label == cfg.baseline_label else base)
-                 for m in cfg.methods]
+    summaries = [summarise(m.label, seeds[m.label], reports[m.label], None if m.label == cfg.baseline_label else base)
+                 for m in methods]
     plot_curves(folders, cfg.summary_path("curves.png"))
     plot_coefficients(folders, cfg.summary_path("coefficients.png"))
     write_summary(cfg, summaries)
@@ -250,14 +276,15 @@ def _num(x: float, scale: float = 100.0, digits: int = 2) -> str:
 def write_summary(cfg: CompareConfig, summaries: list[MethodSummary]) -> None:
     k = cfg.sampling.k
     data = {
-        "baseline": cfg.baseline_label, "seeds": list(cfg.seeds), "config": cfg.config, "overrides": list(cfg.overrides),
+        "baseline": cfg.baseline_label, "partial": cfg.partial, "seeds": list(cfg.seeds), "config": cfg.config, "overrides": list(cfg.overrides),
         "methods": {m.label: list(m.overrides) for m in cfg.methods}, "sampling": asdict(cfg.sampling),
         "results": [{**{k2: v for k2, v in asdict(s).items() if k2 != "test"},
                      "test": None if s.test is None else asdict(s.test)} for s in summaries],
     }
     cfg.summary_path(".json").write_text(json.dumps(data, indent=2, default=lambda x: None))
     lines = [
-        f"# Comparison: {', '.join(m.label for m in cfg.methods)} ({len(cfg.seeds)} seeds each)", "",
+        f"# Comparison: {', '.join(s.label for s in summaries)} "
+        f"({'partial: the runs finished so far' if cfg.partial else f'{len(cfg.seeds)} seeds each'})", "",
         f"Held-out avg@{k} of each run's final checkpoint, in percent; k = {k}, temperature "
         f"{cfg.sampling.temperature}, top-p {cfg.sampling.top_p}. `eval SE` is the evaluation's own standard error "
         "(sampling noise on the fixed problem set; for the mean: over seeds, combined). `p` is the one-sided "
