@@ -143,6 +143,28 @@ def chunked_logprobs(
     return torch.cat(logps), torch.cat(entropies)
 
 
+def check_completion_layout(prompt_ids, prompt_mask, completion_ids, completion_mask, where: str) -> None:
+    """Left-padded (B, P) prompts and right-padded (B, T) completions with masks of the same
+    shapes, one prompt row per completion row; ValueError naming `where` otherwise."""
+    if prompt_ids.ndim != 2 or completion_ids.ndim != 2:
+        raise ValueError(f"{where}: prompt_ids {tuple(prompt_ids.shape)} and completion_ids "
+                         f"{tuple(completion_ids.shape)} must both be (B, length) int tensors")
+    if prompt_ids.shape != prompt_mask.shape or completion_ids.shape != completion_mask.shape:
+        raise ValueError(
+            f"{where}: ids and masks disagree: prompt_ids {tuple(prompt_ids.shape)} vs prompt_mask "
+            f"{tuple(prompt_mask.shape)}, completion_ids {tuple(completion_ids.shape)} vs completion_mask "
+            f"{tuple(completion_mask.shape)}; pass masks of the same shape as the ids"
+        )
+    if prompt_ids.shape[0] != completion_ids.shape[0]:
+        raise ValueError(f"{where}: prompt batch {prompt_ids.shape[0]} != completion batch {completion_ids.shape[0]}; "
+                         "pass one prompt row per completion row (repeat prompts G times)")
+    if prompt_ids.shape[1] < 1:
+        raise ValueError(f"{where}: prompt_ids has no columns; every row needs at least one prompt token")
+    if prompt_ids.shape[0] and not bool(prompt_mask.bool()[:, -1].all()):
+        raise ValueError(f"{where}: prompt_mask[:, -1] has False entries: prompts must be left-padded so that every "
+                         "row's last prompt token is in the last column (see delta_rlvr.models.left_pad)")
+
+
 def completion_logprobs(
     model: PreTrainedModel,
     prompt_ids: torch.Tensor,
@@ -171,22 +193,7 @@ def completion_logprobs(
     Returns:
         ``TokenLogProbs`` with zeros at invalid positions.
     """
-    if prompt_ids.shape != prompt_mask.shape or completion_ids.shape != completion_mask.shape:
-        raise ValueError(
-            f"ids and masks disagree: prompt_ids {tuple(prompt_ids.shape)} vs prompt_mask "
-            f"{tuple(prompt_mask.shape)}, completion_ids {tuple(completion_ids.shape)} vs "
-            f"completion_mask {tuple(completion_mask.shape)}"
-        )
-    if prompt_ids.shape[0] != completion_ids.shape[0]:
-        raise ValueError(
-            f"prompt batch {prompt_ids.shape[0]} != completion batch {completion_ids.shape[0]}; "
-            f"pass one prompt row per completion row (repeat prompts G times)"
-        )
-    if not bool(prompt_mask.bool()[:, -1].all()):
-        raise ValueError(
-            "prompt_mask[:, -1] has False entries: prompts must be left-padded so that every "
-            "row's last prompt token is in the last column (see delta_rlvr.models.left_pad)"
-        )
+    check_completion_layout(prompt_ids, prompt_mask, completion_ids, completion_mask, "completion_logprobs")
     _check_plain_logits(model)
     backbone, head = backbone_and_head(model)
 

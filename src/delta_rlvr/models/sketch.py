@@ -68,7 +68,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from delta_rlvr.models.logprobs import _check_plain_logits, backbone_and_head
+from delta_rlvr.models.logprobs import _check_plain_logits, backbone_and_head, check_completion_layout
 
 #: Upper bound on the float32 bytes of the token gradients held by one batched backward when
 #: ``tokens_per_backward`` is left to its default.
@@ -233,23 +233,7 @@ def _check_inputs(model, prompt_ids, prompt_mask, completion_ids, completion_mas
     if not isinstance(sketch, CountSketch):
         raise TypeError(f"full_gradient_sketch: sketch must be a CountSketch, got {type(sketch).__name__}; "
                         f"build one with CountSketch([p for p in model.parameters() if p.requires_grad], dim, seed)")
-    if prompt_ids.ndim != 2 or completion_ids.ndim != 2:
-        raise ValueError(f"full_gradient_sketch: prompt_ids {tuple(prompt_ids.shape)} and completion_ids "
-                         f"{tuple(completion_ids.shape)} must both be (B, length) int tensors")
-    if prompt_ids.shape != prompt_mask.shape or completion_ids.shape != completion_mask.shape:
-        raise ValueError(
-            f"full_gradient_sketch: ids and masks disagree: prompt_ids {tuple(prompt_ids.shape)} vs prompt_mask "
-            f"{tuple(prompt_mask.shape)}, completion_ids {tuple(completion_ids.shape)} vs completion_mask "
-            f"{tuple(completion_mask.shape)}; pass masks of the same shape as the ids"
-        )
-    if prompt_ids.shape[0] != completion_ids.shape[0]:
-        raise ValueError(f"full_gradient_sketch: prompt batch {prompt_ids.shape[0]} != completion batch "
-                         f"{completion_ids.shape[0]}; pass one prompt row per completion row (repeat prompts G times)")
-    if prompt_ids.shape[1] < 1:
-        raise ValueError("full_gradient_sketch: prompt_ids has no columns; every row needs at least one prompt token")
-    if prompt_ids.shape[0] and not bool(prompt_mask.bool()[:, -1].all()):
-        raise ValueError("full_gradient_sketch: prompt_mask[:, -1] has False entries: prompts must be left-padded so that "
-                         "every row's last prompt token is in the last column (see delta_rlvr.models.left_pad)")
+    check_completion_layout(prompt_ids, prompt_mask, completion_ids, completion_mask, "full_gradient_sketch")
     if not temperature > 0:
         raise ValueError(f"full_gradient_sketch: temperature={temperature} must be > 0 (the rollout temperature)")
     if keep_exact is not None:
