@@ -8,6 +8,7 @@ from scipy import stats
 
 from delta_rlvr.cli import main
 from delta_rlvr.evaluation import read_report
+from delta_rlvr.train.metrics import read_metrics
 
 TINY = ["rollout.prompts_per_step=4", "rollout.samples_per_prompt=4", "run.eval_samples=1", "run.progress=false",
         "run.threads=1", "optim.lr=1e-3", "run.max_steps=2", "run.save_every=1", "run.tensorboard=false"]
@@ -45,6 +46,13 @@ def test_compare_reports_tests_and_plots_then_skips_finished_runs(tmp_path, caps
     assert math.isclose(results["delta"]["test"]["p_value"], float(ref.pvalue), rel_tol=1e-12)
     assert results["dapo"]["test"] is None
     assert "| delta |" in (out / "compare.md").read_text()
+    # Training dynamics: 2 steps in 2 spans of one step; the dapo length cell is the mean over seeds.
+    dyn = data["dynamics"]
+    assert dyn["spans"] == [[1, 1], [2, 2]]
+    lengths = [[r["response_length"] for r in read_metrics(out / "dapo" / f"seed-{s}" / "metrics.jsonl") if r["step"] == 2][0]
+               for s in (0, 1)]
+    assert math.isclose(dyn["methods"]["dapo"]["response_length"][1][0], sum(lengths) / 2, rel_tol=1e-12)
+    assert "| response length (tokens) | dapo |" in (out / "compare.md").read_text()
 
     # Rerun: nothing is trained again, evaluations are reused, the summary is identical.
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/seed-*/checkpoints/step-*/model.safetensors")}
@@ -67,7 +75,7 @@ def test_compare_reports_tests_and_plots_then_skips_finished_runs(tmp_path, caps
     assert main(["compare", "--partial", "--name", "progress", "--method", "dapo", "--method", "delta", "--seeds", "0", "1",
                  "--output-dir", str(out), "--eval-problems", "6", "--k", "4", "--top-p", "1.0",
                  *[x for s in TINY for x in ("--set", s)]]) == 0
-    assert "training" not in capsys.readouterr().out
+    assert "training to step" not in capsys.readouterr().out
     partial = {r["label"]: r for r in json.loads((out / "progress.json").read_text())["results"]}
     assert partial["dapo"]["seeds"] == [0, 1] and partial["delta"]["seeds"] == [0]
     assert partial["delta"]["scores"] == results["delta"]["scores"][:1]

@@ -233,7 +233,7 @@ def _finished_results(cfg: CompareConfig) -> dict[tuple[str, int], EvalReport]:
 
 def run_compare(cfg: CompareConfig) -> list[MethodSummary]:
     """Train and evaluate every (method, seed), then write the summary and plots."""
-    from delta_rlvr.evaluation.plots import plot_coefficients, plot_curves
+    from delta_rlvr.evaluation.plots import dynamics, plot_coefficients, plot_curves
     from delta_rlvr.train.tasks import build_task
 
     out = Path(cfg.output_dir)
@@ -265,21 +265,39 @@ def run_compare(cfg: CompareConfig) -> list[MethodSummary]:
                  for m in methods]
     plot_curves(folders, cfg.summary_path("curves.png"))
     plot_coefficients(folders, cfg.summary_path("coefficients.png"))
-    write_summary(cfg, summaries)
+    write_summary(cfg, summaries, dynamics(folders))
     return summaries
+
+
+def _dynamics_lines(dyn: dict | None) -> list[str]:
+    """Markdown: each training metric averaged over spans of steps, mean +- std over seeds."""
+    if not dyn or not dyn["spans"]:
+        return []
+    from delta_rlvr.evaluation.plots import CURVES
+
+    spans = [f"steps {a}-{b}" for a, b in dyn["spans"]]
+    lines = ["", "Training dynamics: each metric averaged over a span of steps per seed, then mean +- std over seeds.", "",
+             "| metric | method | " + " | ".join(spans) + " |", "|---|---|" + "---|" * len(spans)]
+    for key, title in CURVES:
+        for label, metrics in dyn["methods"].items():
+            if key in metrics:
+                cells = " | ".join(f"{m:.3f} +- {s:.3f}" for m, s in metrics[key])
+                lines.append(f"| {title} | {label} | {cells} |")
+    return lines
 
 
 def _num(x: float, scale: float = 100.0, digits: int = 2) -> str:
     return "n/a" if x is None or math.isnan(x) else f"{scale * x:.{digits}f}"
 
 
-def write_summary(cfg: CompareConfig, summaries: list[MethodSummary]) -> None:
+def write_summary(cfg: CompareConfig, summaries: list[MethodSummary], dyn: dict | None = None) -> None:
     k = cfg.sampling.k
     data = {
         "baseline": cfg.baseline_label, "partial": cfg.partial, "seeds": list(cfg.seeds), "config": cfg.config, "overrides": list(cfg.overrides),
         "methods": {m.label: list(m.overrides) for m in cfg.methods}, "sampling": asdict(cfg.sampling),
         "results": [{**{k2: v for k2, v in asdict(s).items() if k2 != "test"},
                      "test": None if s.test is None else asdict(s.test)} for s in summaries],
+        "dynamics": dyn,
     }
     cfg.summary_path(".json").write_text(json.dumps(data, indent=2, default=lambda x: None))
     lines = [
@@ -297,6 +315,7 @@ def write_summary(cfg: CompareConfig, summaries: list[MethodSummary]) -> None:
         u = "baseline" if s.test is None else f"{s.test.u:g}"
         p = "" if s.test is None else f"{s.test.p_value:.4f} ({s.test.method})"
         lines.append(f"| {s.label} | {_num(s.mean)} | {_num(s.std)} | {_num(s.mean_eval_se)} | {_num(mean(list(s.pass_at_k)))} | {u} | {p} | {per_seed} |")
+    lines += _dynamics_lines(dyn)
     lines += ["", f"Curves (mean over seeds, band = +-1 std): `{cfg.summary_path('curves.png').name}`. DelTA coefficient "
               f"quantiles per step: `{cfg.summary_path('coefficients.png').name}`.", ""]
     cfg.summary_path(".md").write_text("\n".join(lines))

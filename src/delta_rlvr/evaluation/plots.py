@@ -28,6 +28,34 @@ def _series(folders: list[Path], key: str) -> tuple[list[int], list[float], list
     return steps, means, stds
 
 
+def dynamics(folders: dict[str, list[Path]], windows: int = 4) -> dict:
+    """Training dynamics as numbers: each CURVES metric averaged over `windows` equal spans of
+    the training steps, per seed, then mean and population std over seeds.
+    {"spans": [[first, last], ...], "methods": {label: {key: [[mean, std], ...]}}}."""
+    out: dict = {"spans": [], "methods": {}}
+    for label, runs in folders.items():
+        out["methods"][label] = {}
+        for key, _ in CURVES:
+            per_seed = []
+            for folder in runs:
+                rows = read_metrics(folder / "metrics.jsonl") if (folder / "metrics.jsonl").is_file() else []
+                per_seed.append({r["step"]: r[key] for r in rows if r.get(key) is not None})
+            steps = sorted(set.intersection(*(set(x) for x in per_seed))) if per_seed else []
+            n = min(windows, len(steps))  # fewer spans for runs shorter than `windows` steps
+            if n == 0:
+                continue
+            size = len(steps) / n
+            spans = [steps[round(i * size): round((i + 1) * size)] for i in range(n)]
+            out["spans"] = [[span[0], span[-1]] for span in spans]
+            cells = []
+            for span in spans:
+                xs = [sum(seed[t] for t in span) / len(span) for seed in per_seed]
+                m = sum(xs) / len(xs)
+                cells.append([m, math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs))])
+            out["methods"][label][key] = cells
+    return out
+
+
 def _pyplot():
     import matplotlib
 
