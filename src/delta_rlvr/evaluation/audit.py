@@ -328,7 +328,7 @@ def proxy_coefficients(ab: AuditBatch, proxy, sketch, seed: int, keep_rows: list
 @torch.no_grad()
 def sketch_error(ab: AuditBatch, sketch, chosen: list[tuple[int, int]], reference_rows: Tensor | None) -> dict:
     """Exact full gradients of the chosen tokens vs their sketches, over all pairs of them."""
-    from delta_rlvr.models.sketch import CountSketch, full_gradient_sketch
+    from delta_rlvr.models.sketch import full_gradient_sketch, pairwise_sums
 
     rows = sorted({r for r, _ in chosen})
     where = {r: i for i, r in enumerate(rows)}
@@ -342,14 +342,15 @@ def sketch_error(ab: AuditBatch, sketch, chosen: list[tuple[int, int]], referenc
     res = full_gradient_sketch(ab.model, b.prompt_ids[rows], b.prompt_mask[rows], b.completion_ids[rows],
                                b.completion_mask[rows] & through, sketch=sketch, temperature=ab.temperature, keep_exact=keep)
     idx = res.exact_index.long().cpu()
-    exact = res.exact.cpu().double()
+    exact = res.exact.cpu()  # (n, P) float32; pair sums in float64 column chunks, never a float64 copy
     sketched = res.vectors[idx[:, 0], idx[:, 1]].cpu().double()
     dim = sketched.shape[1]
     i, j = torch.triu_indices(len(idx), len(idx), offset=1)
-    norms = exact.norm(dim=1)
-    err = (sketched @ sketched.T - exact @ exact.T)[i, j]
+    sums = pairwise_sums(exact, exact)
+    norms = sums.aa.sqrt()
+    err = (sketched @ sketched.T - sums.ab)[i, j]
     scale = norms[i] * norms[j]
-    std = CountSketch.dot_std_pairwise(exact, exact, dim)[i, j]
+    std = sums.dot_std(dim)[i, j]
     sides = torch.sign(ab.advantages.float().cpu())[torch.tensor(rows)[idx[:, 0]]]
     out = {
         "tokens": len(idx), "tokens_pos": int((sides > 0).sum()), "tokens_neg": int((sides < 0).sum()),

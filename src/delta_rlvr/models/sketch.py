@@ -202,18 +202,43 @@ class CountSketch:
 
     @staticmethod
     def dot_std_pairwise(a: Tensor, b: Tensor, dim: int) -> Tensor:
-        """``dot_std`` for every pair: a (n, P), b (m, P) -> (n, m) float64 (matmuls, float64)."""
-        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-            raise ValueError(f"CountSketch.dot_std_pairwise: need a (n, P) and b (m, P), got {tuple(a.shape)} and {tuple(b.shape)}")
+        """``dot_std`` for every pair: a (n, P), b (m, P) -> (n, m) float64 (chunked float64 matmuls)."""
         if dim < 1:
             raise ValueError(f"CountSketch.dot_std_pairwise: dim={dim} must be >= 1")
-        x, y = a.double(), b.double()
-        aa = (x * x).sum(-1)
-        bb = (y * y).sum(-1)
-        ab = x @ y.T
-        a2b2 = (x * x) @ (y * y).T
-        var = (aa[:, None] * bb[None, :] + ab * ab - 2.0 * a2b2) / dim
+        return pairwise_sums(a, b).dot_std(dim)
+
+
+@dataclass(frozen=True)
+class PairwiseSums:
+    """float64 pair statistics of rows a (n, P) and b (m, P)."""
+
+    ab: Tensor  # (n, m) <a_i, b_j>
+    a2b2: Tensor  # (n, m) sum_p a_ip^2 b_jp^2
+    aa: Tensor  # (n,) ||a_i||^2
+    bb: Tensor  # (m,) ||b_j||^2
+
+    def dot_std(self, dim: int) -> Tensor:
+        """(n, m) predicted std of each pair's sketched dot-product error (see `CountSketch.dot_std`)."""
+        var = (self.aa[:, None] * self.bb[None, :] + self.ab * self.ab - 2.0 * self.a2b2) / dim
         return var.clamp(min=0.0).sqrt()
+
+
+def pairwise_sums(a: Tensor, b: Tensor, chunk: int = 1 << 22) -> PairwiseSums:
+    """Dot products, squared norms and sum a^2 b^2 of every row pair, accumulated in float64 over
+    column chunks: no (n, P) float64 copy is made (a model's full gradients are P-sized each)."""
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"pairwise_sums: need a (n, P) and b (m, P), got {tuple(a.shape)} and {tuple(b.shape)}")
+    kw = {"dtype": torch.float64, "device": a.device}
+    n, m = a.shape[0], b.shape[0]
+    out = PairwiseSums(torch.zeros(n, m, **kw), torch.zeros(n, m, **kw), torch.zeros(n, **kw), torch.zeros(m, **kw))
+    for start in range(0, a.shape[1], chunk):
+        x, y = a[:, start:start + chunk].double(), b[:, start:start + chunk].double()
+        x2, y2 = x * x, y * y
+        out.ab.add_(x @ y.T)
+        out.a2b2.add_(x2 @ y2.T)
+        out.aa.add_(x2.sum(-1))
+        out.bb.add_(y2.sum(-1))
+    return out
 
 
 @dataclass(frozen=True)
