@@ -2,7 +2,7 @@
 # The studies of docs/results.md, on the embedded default task (arithmetic, arith-tiny).
 #
 #   scripts/studies.sh STUDY [STUDY...]
-#   STUDY: dapo_vs_delta | token_selection | proxies | verbose | ablations | all (in that order)
+#   STUDY: dapo_vs_delta | proxies | token_selection | verbose | ablations | all (in that order)
 #
 # Every default-task study is a `delta-rlvr compare` into one shared folder ($STUDY_DIR, default
 # runs/studies), so the DAPO and DelTA runs of seeds 0-2 are trained once and reused as the
@@ -77,7 +77,7 @@ ablations() {
 for study in "$@"; do
     case "$study" in
         dapo_vs_delta|token_selection|proxies|verbose|ablations) "$study" ;;
-        all) dapo_vs_delta; token_selection; proxies; verbose; ablations ;;
+        all) dapo_vs_delta; proxies; token_selection; verbose; ablations ;;
         *) echo "$0: unknown study '$study' (dapo_vs_delta, token_selection, proxies, verbose, ablations, all)" >&2; exit 2 ;;
     esac
 done

@@ -41,6 +41,27 @@ def test_each_proxy_trains_a_step_and_logs_its_coefficients(tmp_path, proxy):
         assert m["delta/coef_std"] > 0 and m["delta/coef_mean"] == pytest.approx(1.0, abs=0.05)
 
 
+def test_full_sketch_skips_zero_advantage_rows_without_changing_the_coefficients(tmp_path):
+    from delta_rlvr.models.proxies import make_sketch, token_vectors
+
+    trainer = Trainer(small_config(tmp_path / "z", *PROXY_SETS["full_sketch"], "run.max_steps=1", "run.tensorboard=false",
+                                   "rollout.max_new_tokens=12"))
+    batch, adv, _ = _batch(trainer)
+    adv = adv.clone()
+    adv[: adv.numel() // 2] = 0.0  # half the rows on neither side
+    rows = slice(0, adv.numel())
+    out = trainer._forward(batch, rows, hidden=True)
+    args = (trainer.config.algorithm.proxy, trainer.model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
+            batch.completion_mask, out)
+    sketch = make_sketch(trainer.config.algorithm.proxy, trainer.model)
+    full = token_vectors(*args, temperature=1.0, sketch=sketch)
+    skipped = token_vectors(*args, temperature=1.0, sketch=sketch, advantages=adv)
+    assert bool((skipped[adv == 0] == 0).all()) and torch.equal(skipped[adv != 0], full[adv != 0])
+    cfg = trainer.config.algorithm.coefficients
+    torch.testing.assert_close(delta_coefficients(skipped, adv, batch.completion_mask, cfg).coef,
+                               delta_coefficients(full, adv, batch.completion_mask, cfg).coef, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("proxy", ["topk_hidden", "lm_head", "full_sketch"])
 def test_trainer_coefficients_are_the_core_estimator_on_the_dispatched_vectors(tmp_path, proxy):
     trainer = Trainer(small_config(tmp_path / proxy, *PROXY_SETS[proxy], "run.max_steps=1", "run.tensorboard=false",
@@ -49,7 +70,7 @@ def test_trainer_coefficients_are_the_core_estimator_on_the_dispatched_vectors(t
     _, _, coef, _, mode = trainer._old_policy_and_coefficients(batch, adv, timer)
     assert mode == "cached"
     rows = slice(0, adv.numel())  # the whole batch at once, not micro-batch by micro-batch
-    vectors = trainer._vectors(batch, rows)
+    vectors = trainer._vectors(batch, rows, adv)
     ref = delta_coefficients(vectors, adv, batch.completion_mask, trainer.config.algorithm.coefficients)
     torch.testing.assert_close(coef, ref.coef, rtol=0, atol=2e-6)
 

@@ -307,7 +307,8 @@ def proxy_vectors(ab: AuditBatch, proxy, sketch=None):
 
     b = ab.samples
     parts = [token_vectors(proxy, ab.model, b.prompt_ids[s], b.prompt_mask[s], b.completion_ids[s], b.completion_mask[s],
-                           out, temperature=ab.temperature, sketch=sketch) for s, out in zip(ab.slices, ab.outs)]
+                           out, temperature=ab.temperature, sketch=sketch, advantages=ab.advantages[s])
+             for s, out in zip(ab.slices, ab.outs)]
     return concat_vectors(parts)
 
 

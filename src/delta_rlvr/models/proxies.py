@@ -48,6 +48,7 @@ def token_vectors(
     *,
     temperature: float,
     sketch: CountSketch | None = None,
+    advantages: Tensor | None = None,
 ) -> Tensor | LMHeadGradients:
     """DelTA's per-token vectors for one micro-batch under `proxy`.
 
@@ -55,6 +56,9 @@ def token_vectors(
         out: the old-policy pass over the same rows, `completion_logprobs(..., return_hidden=True)`
             at the rollout `temperature`.
         sketch: `make_sketch(proxy, model)`, required for full_sketch.
+        advantages: (B,) the rows' advantages, optional. With them, full_sketch skips the
+            backward passes of rows with A = 0: their tokens are on neither side, so
+            `delta_coefficients` never reads their vectors (left zero) - the same coefficients.
 
     Returns:
         A dense (B, T, D) float32 tensor (zeros at invalid tokens) or, for lm_head, an
@@ -64,7 +68,10 @@ def token_vectors(
     if proxy.name == "full_sketch":
         if sketch is None:
             raise ValueError("token_vectors: proxy full_sketch needs sketch=make_sketch(proxy, model)")
-        return full_gradient_sketch(model, prompt_ids, prompt_mask, completion_ids, completion_mask,
+        needed = completion_mask.bool()
+        if advantages is not None:
+            needed = needed & (advantages != 0).unsqueeze(-1)
+        return full_gradient_sketch(model, prompt_ids, prompt_mask, completion_ids, needed,
                                     sketch=sketch, temperature=temperature).vectors
     if out.hidden is None:
         raise ValueError("token_vectors: `out` has no hidden states; score with completion_logprobs(..., return_hidden=True)")

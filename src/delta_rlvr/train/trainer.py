@@ -207,15 +207,16 @@ class Trainer:
                 batch.completion_mask[rows], temperature=self.config.rollout.temperature, return_hidden=hidden,
             )
 
-    def _vectors(self, batch: SampleBatch, rows: slice, out=None):
-        """DelTA's token vectors for some rows under the configured proxy (recomputing the
-        old-policy pass when `out` is not given)."""
+    def _vectors(self, batch: SampleBatch, rows: slice, adv: Tensor, out=None):
+        """DelTA's token vectors for some rows (advantages `adv`) under the configured proxy,
+        recomputing the old-policy pass when `out` is not given."""
         out = out if out is not None else self._forward(batch, rows, hidden=True)
         proxy = self.config.algorithm.proxy
         if proxy.name == "full_sketch" and self.sketch is None:
             self.sketch = make_sketch(proxy, self.model)
         return token_vectors(proxy, self.model, batch.prompt_ids[rows], batch.prompt_mask[rows], batch.completion_ids[rows],
-                             batch.completion_mask[rows], out, temperature=self.config.rollout.temperature, sketch=self.sketch)
+                             batch.completion_mask[rows], out, temperature=self.config.rollout.temperature, sketch=self.sketch,
+                             advantages=adv)
 
     @torch.no_grad()
     def _old_policy_and_coefficients(self, batch: SampleBatch, adv: Tensor, timer: StageTimer):
@@ -246,7 +247,7 @@ class Trainer:
                 logps.append(out.logp)
                 ents.append(out.entropy)
                 if need:
-                    v = self._vectors(batch, s, out)
+                    v = self._vectors(batch, s, adv[s], out)
                     if stream is not None:
                         stream.update(v, adv[s], mask[s])  # pass 0 of the streaming estimator
                     else:
@@ -257,7 +258,7 @@ class Trainer:
             with timer("coefficients"):
                 if stream is not None:
                     stream.end_pass()
-                    res = stream.run(lambda: ((self._vectors(batch, s), adv[s], mask[s]) for s in slices))
+                    res = stream.run(lambda: ((self._vectors(batch, s, adv[s]), adv[s], mask[s]) for s in slices))
                     coef = torch.cat(res.coef)
                     stats = res.stats
                 else:
