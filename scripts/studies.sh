@@ -14,6 +14,9 @@
 #
 #   scripts/studies.sh all > w1.log 2>&1 &  scripts/studies.sh all > w2.log 2>&1 &
 #
+# PARTIAL=1 scripts/studies.sh all   summarises the runs finished so far (trains nothing) into
+# <name>.partial.md next to each study's runs.
+#
 # Shared settings: the default recipe (250 steps, 16 prompts x 8 samples), 500 held-out problems
 # kept out of training, each final checkpoint evaluated with k = 8 samples per problem at
 # temperature 1.0, top-p 1.0 (the rollout distribution), in-training evaluations with 1 sample.
@@ -21,16 +24,22 @@ set -euo pipefail
 
 STUDY_DIR=${STUDY_DIR:-runs/studies}
 CLI=${CLI:-delta-rlvr}
+PARTIAL_ARGS=()
+[ "${PARTIAL:-0}" = 1 ] && PARTIAL_ARGS=(--partial)
 COMMON=(--eval-problems 500 --k 8 --top-p 1.0 --output-dir "$STUDY_DIR"
-        --set run.eval_samples=1 --set run.progress=false --set run.threads=1)
+        --set run.eval_samples=1 --set run.progress=false --set run.threads=1 "${PARTIAL_ARGS[@]}")
+
+name() {  # the summary's file stem: NAME, or NAME.partial for a progress summary
+    if [ "${PARTIAL:-0}" = 1 ]; then echo "$1.partial"; else echo "$1"; fi
+}
 
 dapo_vs_delta() {
-    "$CLI" compare --name dapo_vs_delta --method dapo --method delta --seeds 0 1 2 3 4 5 6 7 "${COMMON[@]}"
+    "$CLI" compare --name "$(name dapo_vs_delta)" --method dapo --method delta --seeds 0 1 2 3 4 5 6 7 "${COMMON[@]}"
 }
 
 token_selection() {
     # The variants first: when run beside dapo_vs_delta, the shared baselines are done by then.
-    "$CLI" compare --name token_selection --baseline dapo --seeds 0 1 2 "${COMMON[@]}" \
+    "$CLI" compare --name "$(name token_selection)" --baseline dapo --seeds 0 1 2 "${COMMON[@]}" \
         --method top50:algorithm.method=token_select,algorithm.select_mode=top \
         --method bottom50:algorithm.method=token_select,algorithm.select_mode=bottom \
         --method random50:algorithm.method=token_select,algorithm.select_mode=random \
@@ -40,7 +49,7 @@ token_selection() {
 proxies() {
     # DelTA with each cheap token-gradient proxy (issue 7); full_sketch needs a backward pass per
     # token (~50 s per step here), too slow for 250-step runs on a CPU.
-    "$CLI" compare --name proxies --baseline dapo --seeds 0 1 2 "${COMMON[@]}" \
+    "$CLI" compare --name "$(name proxies)" --baseline dapo --seeds 0 1 2 "${COMMON[@]}" \
         --method delta_topk_hidden:algorithm.proxy.name=topk_hidden \
         --method delta_lm_head:algorithm.proxy.name=lm_head \
         --method dapo --method delta
@@ -49,15 +58,15 @@ proxies() {
 verbose() {
     # The second built-in task (configs/verbose_arith.yaml): ~90-token responses in a fixed
     # template, ~3x the default's compute per step, so 150 steps (evaluations at 0, 75, 150).
-    "$CLI" compare --name verbose_dapo_vs_delta --config configs/verbose_arith.yaml --method dapo --method delta \
+    "$CLI" compare --name "$(name verbose_dapo_vs_delta)" --config configs/verbose_arith.yaml --method dapo --method delta \
         --seeds 0 1 2 3 4 --eval-problems 500 --k 8 --top-p 1.0 --output-dir "$STUDY_DIR/verbose" \
         --set run.max_steps=150 --set run.eval_every=75 \
-        --set run.eval_samples=1 --set run.progress=false --set run.threads=1
+        --set run.eval_samples=1 --set run.progress=false --set run.threads=1 "${PARTIAL_ARGS[@]}"
 }
 
 ablations() {
     local c=algorithm.coefficients
-    "$CLI" compare --name ablations --baseline dapo --seeds 0 1 2 "${COMMON[@]}" \
+    "$CLI" compare --name "$(name ablations)" --baseline dapo --seeds 0 1 2 "${COMMON[@]}" \
         --method K0:$c.refine_steps=0 \
         --method K2:$c.refine_steps=2 \
         --method K3:$c.refine_steps=3 \
