@@ -275,6 +275,7 @@ def build_batch(cfg: AuditConfig, train: TrainConfig, model, tokenizer, device: 
     from delta_rlvr.core import group_advantages
     from delta_rlvr.models import completion_logprobs, sample_completions
     from delta_rlvr.train.tasks import PromptEncoder, build_task
+    from delta_rlvr.train.trainer import micro_slices
 
     ro = train.rollout
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (
@@ -290,8 +291,7 @@ def build_batch(cfg: AuditConfig, train: TrainConfig, model, tokenizer, device: 
     texts = tokenizer.batch_decode(batch.completion_ids.masked_fill(~batch.completion_mask, pad), skip_special_tokens=True)
     rewards = torch.tensor(task.score(texts, [records[g] for g in batch.group_index.tolist()]), dtype=torch.float32)
     adv = group_advantages(rewards, batch.group_index.cpu(), train.algorithm.estimator).to(device)
-    mb = train.optim.micro_batch_size
-    slices = [slice(i, i + mb) for i in range(0, batch.completion_ids.shape[0], mb)]
+    slices = micro_slices(batch.completion_ids.shape[0], train.optim.micro_batch_size)
     outs = []
     with autocast:
         for s in slices:
