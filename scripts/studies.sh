@@ -58,7 +58,8 @@ proxies() {
 verbose() {
     # The second built-in task (configs/verbose_arith.yaml): ~90-token responses in a fixed
     # template, ~3x the default's compute per step, so 150 steps (evaluations at 0, 75, 150).
-    "$CLI" compare --name "$(name verbose_dapo_vs_delta)" --config configs/verbose_arith.yaml --method dapo --method delta \
+    # Seed by seed (dapo 0, delta 0, dapo 1, ...), so a study stopped half-way has matched pairs.
+    "$CLI" compare --name "$(name verbose_dapo_vs_delta)" --config configs/verbose_arith.yaml --method dapo --method delta --order seed \
         --seeds 0 1 2 3 4 --eval-problems 500 --k 8 --top-p 1.0 --output-dir "$STUDY_DIR/verbose" \
         --set run.max_steps=150 --set run.eval_every=75 \
         --set run.eval_samples=1 --set run.progress=false --set run.threads=1 "${PARTIAL_ARGS[@]}"

@@ -80,7 +80,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         cfg = CompareConfig(methods=tuple(parse_method(m) for m in args.method), seeds=tuple(args.seeds), config=args.config,
                             overrides=tuple(args.set or []), baseline=args.baseline, output_dir=args.output_dir,
                             eval_problems=args.eval_problems, sampling=sampling, name=args.name,
-                            partial=args.partial)
+                            partial=args.partial, order=args.order)
         run_compare(cfg)
     except ConfigError as err:
         print(f"delta-rlvr compare: {err}", file=sys.stderr)
@@ -161,6 +161,9 @@ def _add_eval_commands(sub) -> None:
                     "(and its runs: each run is locked while trained)")
     cp.add_argument("--partial", action="store_true", help="summarise the runs finished so far and train nothing "
                     "(a long study's progress; seeds without a finished run are left out)")
+    cp.add_argument("--order", default="method", choices=["method", "seed"],
+                    help="train every seed of a method before the next (method) or every method at a seed "
+                    "before the next seed (seed: a study stopped half-way has matched pairs)")
     _sampling_args(cp, 16)
     cp.set_defaults(func=cmd_compare)
 

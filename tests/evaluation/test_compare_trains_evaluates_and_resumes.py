@@ -101,3 +101,18 @@ def test_a_run_locked_by_another_process_is_deferred_not_trained_twice(tmp_path)
             assert second is False
     with run_lock(tmp_path / "dapo" / "seed-0", wait=False) as again:
         assert again
+
+
+def test_seed_order_trains_every_method_at_a_seed_before_the_next_seed():
+    import pytest
+
+    from delta_rlvr.evaluation.compare import CompareConfig, parse_method, run_order
+    from delta_rlvr.train.config import ConfigError
+
+    methods = (parse_method("dapo"), parse_method("delta"))
+    by_method = [(m.label, s) for m, s in run_order(CompareConfig(methods=methods, seeds=(0, 1, 2)))]
+    by_seed = [(m.label, s) for m, s in run_order(CompareConfig(methods=methods, seeds=(0, 1, 2), order="seed"))]
+    assert by_method == [("dapo", 0), ("dapo", 1), ("dapo", 2), ("delta", 0), ("delta", 1), ("delta", 2)]
+    assert by_seed == [("dapo", 0), ("delta", 0), ("dapo", 1), ("delta", 1), ("dapo", 2), ("delta", 2)]
+    with pytest.raises(ConfigError, match="order = 'random'"):
+        CompareConfig(methods=methods, order="random")

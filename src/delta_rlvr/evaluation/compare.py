@@ -77,6 +77,9 @@ class CompareConfig:
     """Stem of the summary files (several studies can share one output folder)."""
     partial: bool = False
     """Summarise the runs already trained and evaluated, train nothing (a long study's progress)."""
+    order: str = "method"
+    """Training order: "method" (every seed of one method, then the next method) or "seed" (every
+    method at one seed, then the next seed), so that a study stopped half-way has matched pairs."""
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.\-]+", self.name):
@@ -84,6 +87,8 @@ class CompareConfig:
         labels = [m.label for m in self.methods]
         if len(self.methods) < 1:
             raise ConfigError("compare needs at least one --method")
+        if self.order not in ("method", "seed"):
+            raise ConfigError(f"order = {self.order!r}: use 'method' or 'seed'")
         if len(set(labels)) != len(labels):
             raise ConfigError(f"method labels {labels} repeat; give each variant its own LABEL:...")
         if self.baseline is not None and self.baseline not in labels:
@@ -231,6 +236,13 @@ def _finished_results(cfg: CompareConfig) -> dict[tuple[str, int], EvalReport]:
     return out
 
 
+def run_order(cfg: CompareConfig) -> list[tuple[MethodSpec, int]]:
+    """The (method, seed) pairs in the order they are trained (see `CompareConfig.order`)."""
+    if cfg.order == "seed":
+        return [(method, seed) for seed in cfg.seeds for method in cfg.methods]
+    return [(method, seed) for method in cfg.methods for seed in cfg.seeds]
+
+
 def run_compare(cfg: CompareConfig) -> list[MethodSummary]:
     """Train and evaluate every (method, seed), then write the summary and plots."""
     from delta_rlvr.evaluation.plots import dynamics, plot_coefficients, plot_curves
@@ -244,7 +256,7 @@ def run_compare(cfg: CompareConfig) -> list[MethodSummary]:
     else:
         # First every run no other process holds, then wait for the rest: two `compare`
         # processes on one study split its runs between them.
-        pending = [(method, seed) for method in cfg.methods for seed in cfg.seeds]
+        pending = run_order(cfg)
         for wait in (False, True):
             deferred = []
             for method, seed in pending:
