@@ -4,6 +4,7 @@ import json
 import math
 import shutil
 
+import pytest
 from scipy import stats
 
 from delta_rlvr.cli import main
@@ -104,8 +105,6 @@ def test_a_run_locked_by_another_process_is_deferred_not_trained_twice(tmp_path)
 
 
 def test_seed_order_trains_every_method_at_a_seed_before_the_next_seed():
-    import pytest
-
     from delta_rlvr.evaluation.compare import CompareConfig, parse_method, run_order
     from delta_rlvr.train.config import ConfigError
 

@@ -224,15 +224,14 @@ def _finished_results(cfg: CompareConfig) -> dict[tuple[str, int], EvalReport]:
     from delta_rlvr.evaluation.report import read_report
 
     out = {}
-    for method in cfg.methods:
-        for seed in cfg.seeds:
-            folder = run_dir(cfg, method, seed)
-            newest = latest_checkpoint(folder / "checkpoints")
-            done = newest is not None and int(STEP_DIR.match(newest.name).group(1)) == run_config(cfg, method, seed).run.max_steps
-            if done and (folder / "eval" / "report.json").is_file():
-                report = read_report(folder / "eval")
-                if report.k == cfg.sampling.k:
-                    out[method.label, seed] = report
+    for method, seed in run_order(cfg):
+        folder = run_dir(cfg, method, seed)
+        newest = latest_checkpoint(folder / "checkpoints")
+        done = newest is not None and int(STEP_DIR.match(newest.name).group(1)) == run_config(cfg, method, seed).run.max_steps
+        if done and (folder / "eval" / "report.json").is_file():
+            report = read_report(folder / "eval")
+            if report.k == cfg.sampling.k:
+                out[method.label, seed] = report
     return out
 
 
