@@ -4,15 +4,23 @@
 
 Per variant: seeds finished, mean avg@8, std over seeds, evaluation SE of the mean, per-seed
 scores (all from `compare.summarise`), one-sided Mann-Whitney p of "variant > DAPO" and of
-"full DelTA > variant", and the mean over steps and seeds of the coefficient std and 5 % / 95 %
-quantiles (delta/coef_*).
+"full DelTA > variant", the mean over steps and seeds of the coefficient std and 5 % / 95 %
+quantiles (delta/coef_*), and of the saturation ratio: the std of the final margins over the
+temperature that divides them (delta/margin_std_pos / delta/temperature_pos; about 1 when the
+temperature is the margins' own std, large when the sigmoids saturate), and the training
+reward over the last quarter of the steps (mean over seeds). Last, the Spearman rank
+correlations over the rows between the coefficient std, that reward and the held-out score.
 """
+import math
 import sys
 from pathlib import Path
+
+from scipy.stats import spearmanr
 
 from delta_rlvr.evaluation import read_report
 from delta_rlvr.evaluation.compare import summarise
 from delta_rlvr.evaluation.mann_whitney import mann_whitney_greater
+from delta_rlvr.evaluation.plots import dynamics
 from delta_rlvr.train.metrics import read_metrics
 
 PAPER = {"dapo": "19.05", "delta": "23.27", "K0": "19.97", "K2": "22.15", "K3": "22.20", "hard": "20.93",
@@ -36,17 +44,25 @@ def summary(label, baseline_scores=None):
 
 
 def coefficient_spread(label):
-    """(std, q05, q95) of the coefficients, mean over steps then seeds; None for DAPO."""
+    """(std, q05, q95, saturation ratio) of the coefficients, mean over steps then seeds; None for DAPO."""
     per_seed = []
     for s in finished(label):
         rows = [r for r in read_metrics(root / label / f"seed-{s}" / "metrics.jsonl") if "delta/coef_std" in r]
+        for r in rows:  # random lambda has no margins: nan
+            std, temp = r.get("delta/margin_std_pos"), r.get("delta/temperature_pos")
+            r["ratio"] = std / temp if std is not None and temp else float("nan")
         if rows:
-            per_seed.append([sum(r[k] for r in rows) / len(rows) for k in ("delta/coef_std", "delta/coef_q05", "delta/coef_q95")])
+            per_seed.append([sum(r[k] for r in rows) / len(rows) for k in ("delta/coef_std", "delta/coef_q05", "delta/coef_q95", "ratio")])
     return [sum(col) / len(col) for col in zip(*per_seed)] if per_seed else None
 
 
+def last_quarter_reward(label):
+    """Training reward over the last of four spans of steps, mean over seeds (as compare prints it)."""
+    return dynamics({label: [root / label / f"seed-{s}" for s in finished(label)]})["methods"][label]["reward_mean"][-1][0]
+
+
 dapo, delta = summary("dapo"), summary("delta")
-missing = []
+missing, points = [], []
 for label, name in NAME.items():
     if not finished(label):
         missing.append(label)
@@ -55,8 +71,17 @@ for label, name in NAME.items():
     p_dapo = "" if s.test is None else f"{s.test.p_value:.2f}"
     p_delta = "" if label == "delta" else f"{mann_whitney_greater(delta.scores, s.scores).p_value:.2f}"
     c = coefficient_spread(label)
-    spread = f"{c[0]:.3f} ({c[1]:.2f}-{c[2]:.2f})" if c else "-"
+    ratio = "-" if not c or math.isnan(c[3]) else f"{c[3]:.2f}"
+    spread = f"{c[0]:.3f} ({c[1]:.2f}-{c[2]:.2f}) | {ratio}" if c else "- | -"
     per = ", ".join(f"{100 * x:.2f}" for x in s.scores)
+    reward = last_quarter_reward(label)
+    points.append((c[0] if c else 0.0, reward, s.mean))
     print(f"| {name} | {len(s.seeds)} | {100 * s.mean:.2f} | {100 * s.std:.2f} | {100 * s.mean_eval_se:.2f} | {per} "
-          f"| {p_dapo} | {p_delta} | {spread} | {PAPER[label]} |")
+          f"| {p_dapo} | {p_delta} | {spread} | {reward:.3f} | {PAPER[label]} |")
 print("not finished yet:", ", ".join(missing) or "none")
+if len(points) > 2:
+    std, reward, score = zip(*points)  # DAPO's coefficients are all 1: std 0
+    for a, b, what in ((std, reward, "coefficient std vs last-quarter training reward"),
+                       (std, score, "coefficient std vs held-out avg@8"), (reward, score, "training reward vs held-out avg@8")):
+        r = spearmanr(a, b)
+        print(f"Spearman {what}: {r.statistic:.2f} (p = {r.pvalue:.3f}, {len(points)} rows)")

@@ -327,6 +327,6 @@ def write_summary(cfg: CompareConfig, summaries: list[MethodSummary], dyn: dict 
         p = "" if s.test is None else f"{s.test.p_value:.4f} ({s.test.method})"
         lines.append(f"| {s.label} | {_num(s.mean)} | {_num(s.std)} | {_num(s.mean_eval_se)} | {_num(mean(list(s.pass_at_k)))} | {u} | {p} | {per_seed} |")
     lines += _dynamics_lines(dyn)
-    lines += ["", f"Curves (mean over seeds, band = +-1 std): `{cfg.summary_path('curves.png').name}`. DelTA coefficient "
+    lines += ["", f"Curves (mean over seeds, band = +-1 std, moving average over ~4 % of the steps): `{cfg.summary_path('curves.png').name}`. DelTA coefficient "
               f"quantiles per step: `{cfg.summary_path('coefficients.png').name}`.", ""]
     cfg.summary_path(".md").write_text("\n".join(lines))

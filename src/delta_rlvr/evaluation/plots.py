@@ -9,6 +9,7 @@ from pathlib import Path
 from delta_rlvr.train.metrics import read_metrics
 
 CURVES = (("reward_mean", "reward"), ("accuracy", "training accuracy"), ("response_length", "response length (tokens)"), ("entropy", "entropy (nats/token)"))
+COEF_COLUMNS = 4  # coefficient panels per row
 QUANTILES = ("delta/coef_q05", "delta/coef_q25", "delta/coef_q50", "delta/coef_q75", "delta/coef_q95")
 
 
@@ -65,33 +66,75 @@ def _pyplot():
     return plt
 
 
+def moving_average(xs: list[float], window: int) -> list[float]:
+    """Trailing mean over the last `window` values (fewer at the start); window 1 is the identity."""
+    out, total = [], 0.0
+    for i, x in enumerate(xs):
+        total += x
+        if i >= window:
+            total -= xs[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def smoothing_window(n_steps: int) -> int:
+    """About 4 % of the run (10 steps for 250): per-step RL metrics are too noisy to compare by eye."""
+    return max(1, round(n_steps / 25))
+
+
+def _colors(n: int) -> list:
+    """Distinct colours for n lines: tab10 up to 10, tab20 up to 20, then a continuous map."""
+    plt = _pyplot()
+    if n <= 10:
+        return [plt.get_cmap("tab10")(i) for i in range(n)]
+    if n <= 20:
+        return [plt.get_cmap("tab20")(i) for i in range(n)]
+    return [plt.get_cmap("turbo")(i / (n - 1)) for i in range(n)]
+
+
 def plot_curves(folders: dict[str, list[Path]], path: Path) -> Path:
+    """One panel per CURVES metric: per method the mean over seeds with a +-1 std band, both as a
+    trailing moving average (window in the titles) so that methods can be told apart."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(CURVES), figsize=(4.2 * len(CURVES), 3.6))
+    colors = dict(zip(folders, _colors(len(folders))))
     for ax, (key, title) in zip(axes, CURVES):
+        window = 1
         for label, runs in folders.items():
             steps, m, s = _series(runs, key)
             if steps:
-                line, = ax.plot(steps, m, lw=1.2, label=label)
-                ax.fill_between(steps, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], color=line.get_color(), alpha=0.2)
-        ax.set_title(title)
+                window = smoothing_window(len(steps))
+                m, s = moving_average(m, window), moving_average(s, window)
+                ax.plot(steps, m, lw=1.2, label=label, color=colors[label])
+                ax.fill_between(steps, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], color=colors[label], alpha=0.15)
+        ax.set_title(title if window == 1 else f"{title}, mean of {window} steps")
         ax.set_xlabel("step")
-    axes[0].legend()
+    handles, labels = axes[0].get_legend_handles_labels()
+    if len(labels) > 4:  # a long list would cover the curves: put it beside the panels
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    else:
+        axes[0].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
 def plot_coefficients(folders: dict[str, list[Path]], path: Path) -> Path:
-    """One panel per method that logs coefficients: median, 25-75 % and 5-95 % bands per step
-    (each quantile averaged over seeds)."""
+    """One panel per method that logs coefficients, COEF_COLUMNS to a row: median, 25-75 % and
+    5-95 % bands per step (each quantile averaged over seeds)."""
     plt = _pyplot()
     with_coef = {label: runs for label, runs in folders.items() if _series(runs, QUANTILES[2])[0]}
-    fig, axes = plt.subplots(1, max(1, len(with_coef)), figsize=(4.5 * max(1, len(with_coef)), 3.6), squeeze=False)
+    n = max(1, len(with_coef))
+    cols = min(n, COEF_COLUMNS)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.6 * rows), squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[len(with_coef):]:
+        ax.axis("off")
     if not with_coef:
-        axes[0][0].text(0.5, 0.5, "no method logged DelTA coefficients", ha="center", va="center")
-    for ax, (label, runs) in zip(axes[0], with_coef.items()):
+        axes[0].text(0.5, 0.5, "no method logged DelTA coefficients", ha="center", va="center")
+    for ax, (label, runs) in zip(axes, with_coef.items()):
         q = {key: _series(runs, key) for key in QUANTILES}
         steps = q[QUANTILES[2]][0]
         ax.fill_between(steps, q[QUANTILES[0]][1], q[QUANTILES[4]][1], alpha=0.2, label="5-95 %")
