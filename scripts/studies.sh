@@ -2,7 +2,7 @@
 # The studies of docs/results.md, on the embedded default task (arithmetic, arith-tiny).
 #
 #   scripts/studies.sh STUDY [STUDY...]
-#   STUDY: dapo_vs_delta | proxies | token_selection | verbose | ablations | all (in that order)
+#   STUDY: dapo_vs_delta | proxies | token_selection | verbose | ablations | wide_coefficients | all (in that order)
 #
 # Every default-task study is a `delta-rlvr compare` into one shared folder ($STUDY_DIR, default
 # runs/studies), so the DAPO and DelTA runs of seeds 0-2 are trained once and reused as the
@@ -83,11 +83,24 @@ ablations() {
         --method dapo --method delta
 }
 
-[ $# -gt 0 ] || { echo "usage: $0 dapo_vs_delta|token_selection|proxies|verbose|ablations|all ..." >&2; exit 2; }
+wide_coefficients() {
+    # Follow-up of the ablations: the three variants with the lowest scores at 3 seeds (the widest
+    # coefficients) taken to the 8 seeds of DAPO and DelTA, seed by seed. Seeds 0-2 are the
+    # ablation runs and seeds 0-7 of dapo/delta those of dapo_vs_delta, so only seeds 3-7 of the
+    # three variants train here.
+    local c=algorithm.coefficients
+    "$CLI" compare --name "$(name wide_coefficients)" --baseline dapo --seeds 0 1 2 3 4 5 6 7 --order seed "${COMMON[@]}" \
+        --method no_range_map:$c.range_map=false \
+        --method range_0.8_1.5:$c.coef_max=1.5 \
+        --method range_0.5_1.5:$c.coef_min=0.5,$c.coef_max=1.5 \
+        --method dapo --method delta
+}
+
+[ $# -gt 0 ] || { echo "usage: $0 dapo_vs_delta|token_selection|proxies|verbose|ablations|wide_coefficients|all ..." >&2; exit 2; }
 for study in "$@"; do
     case "$study" in
-        dapo_vs_delta|token_selection|proxies|verbose|ablations) "$study" ;;
-        all) dapo_vs_delta; proxies; token_selection; verbose; ablations ;;
-        *) echo "$0: unknown study '$study' (dapo_vs_delta, token_selection, proxies, verbose, ablations, all)" >&2; exit 2 ;;
+        dapo_vs_delta|token_selection|proxies|verbose|ablations|wide_coefficients) "$study" ;;
+        all) dapo_vs_delta; proxies; token_selection; verbose; ablations; wide_coefficients ;;
+        *) echo "$0: unknown study '$study' (dapo_vs_delta, token_selection, proxies, verbose, ablations, wide_coefficients, all)" >&2; exit 2 ;;
     esac
 done
