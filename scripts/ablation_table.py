@@ -1,18 +1,19 @@
 """The ablation table of docs/results.md from the study folder of `scripts/studies.sh ablations`.
 
-    python scripts/ablation_table.py STUDY_DIR
+    python scripts/ablation_table.py STUDY_DIR              # seeds 0-2, every variant
+    python scripts/ablation_table.py STUDY_DIR --seeds 8    # seeds 0-7, the variants that have them
 
-Per variant: seeds finished, mean avg@8, std over seeds, evaluation SE of the mean, per-seed
-scores (all from `compare.summarise`), one-sided Mann-Whitney p of "variant > DAPO" and of
-"full DelTA > variant", the mean over steps and seeds of the coefficient std and 5 % / 95 %
+Per variant with all the seeds finished: seeds, mean avg@8, std over seeds, evaluation SE of
+the mean, per-seed scores (all from `compare.summarise`), one-sided Mann-Whitney p of
+"variant > DAPO", of "DAPO > variant" and of "full DelTA > variant", the mean over steps and seeds of the coefficient std and 5 % / 95 %
 quantiles (delta/coef_*), and of the saturation ratio: the std of the final margins over the
 temperature that divides them (delta/margin_std_pos / delta/temperature_pos; about 1 when the
 temperature is the margins' own std, large when the sigmoids saturate), and the training
 reward over the last quarter of the steps (mean over seeds). Last, the Spearman rank
 correlations over the rows between the coefficient std, that reward and the held-out score.
 """
+import argparse
 import math
-import sys
 from pathlib import Path
 
 from scipy.stats import spearmanr
@@ -31,11 +32,15 @@ NAME = {"dapo": "DAPO", "delta": "full DelTA (K = 1)", "K0": "K = 0 (no refineme
         "no_self_norm": "no self-normalisation (DAPO normaliser)", "random_coef": "random lambda",
         "frozen_gamma": "frozen temperature", "range_0.5_1.2": "range [0.5, 1.2]", "range_0.8_1.5": "range [0.8, 1.5]",
         "range_0.5_1.5": "range [0.5, 1.5]"}
-root = Path(sys.argv[1])
+parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+parser.add_argument("study_dir", type=Path, help="the STUDY_DIR of scripts/studies.sh")
+parser.add_argument("--seeds", type=int, default=3, help="use seeds 0..N-1 (default 3)")
+args = parser.parse_args()
+root = args.study_dir
 
 
 def finished(label):
-    return [s for s in (0, 1, 2) if (root / label / f"seed-{s}" / "eval" / "report.json").is_file()]
+    return [s for s in range(args.seeds) if (root / label / f"seed-{s}" / "eval" / "report.json").is_file()]
 
 
 def summary(label, baseline_scores=None):
@@ -64,11 +69,12 @@ def last_quarter_reward(label):
 dapo, delta = summary("dapo"), summary("delta")
 missing, points = [], []
 for label, name in NAME.items():
-    if not finished(label):
-        missing.append(label)
+    if len(finished(label)) < args.seeds:
+        missing.append(f"{label} ({len(finished(label))} of {args.seeds} seeds)")
         continue
     s = summary(label, None if label == "dapo" else list(dapo.scores))
     p_dapo = "" if s.test is None else f"{s.test.p_value:.2f}"
+    p_below = "" if label == "dapo" else f"{mann_whitney_greater(dapo.scores, s.scores).p_value:.2f}"
     p_delta = "" if label == "delta" else f"{mann_whitney_greater(delta.scores, s.scores).p_value:.2f}"
     c = coefficient_spread(label)
     ratio = "-" if not c or math.isnan(c[3]) else f"{c[3]:.2f}"
@@ -77,7 +83,7 @@ for label, name in NAME.items():
     reward = last_quarter_reward(label)
     points.append((c[0] if c else 0.0, reward, s.mean))
     print(f"| {name} | {len(s.seeds)} | {100 * s.mean:.2f} | {100 * s.std:.2f} | {100 * s.mean_eval_se:.2f} | {per} "
-          f"| {p_dapo} | {p_delta} | {spread} | {reward:.3f} | {PAPER[label]} |")
+          f"| {p_dapo} | {p_below} | {p_delta} | {spread} | {reward:.3f} | {PAPER[label]} |")
 print("not finished yet:", ", ".join(missing) or "none")
 if len(points) > 2:
     std, reward, score = zip(*points)  # DAPO's coefficients are all 1: std 0
