@@ -1,7 +1,7 @@
 """The ablation table of docs/results.md from the study folder of `scripts/studies.sh ablations`.
 
-    python scripts/ablation_table.py STUDY_DIR              # seeds 0-2, every variant
-    python scripts/ablation_table.py STUDY_DIR --seeds 8    # seeds 0-7, the variants that have them
+    python scripts/ablation_table.py STUDY_DIR                            # seeds 0-2, every variant
+    python scripts/ablation_table.py STUDY_DIR --seeds 0 1 2 3 4 5 6 7    # the variants that have these seeds
 
 Per variant with all the seeds finished: seeds, mean avg@8, std over seeds, evaluation SE of
 the mean, per-seed scores (all from `compare.summarise`), one-sided Mann-Whitney p of
@@ -34,13 +34,13 @@ NAME = {"dapo": "DAPO", "delta": "full DelTA (K = 1)", "K0": "K = 0 (no refineme
         "range_0.5_1.5": "range [0.5, 1.5]"}
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("study_dir", type=Path, help="the STUDY_DIR of scripts/studies.sh")
-parser.add_argument("--seeds", type=int, default=3, help="use seeds 0..N-1 (default 3)")
+parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the seeds to use (default 0 1 2)")
 args = parser.parse_args()
 root = args.study_dir
 
 
 def finished(label):
-    return [s for s in range(args.seeds) if (root / label / f"seed-{s}" / "eval" / "report.json").is_file()]
+    return [s for s in args.seeds if (root / label / f"seed-{s}" / "eval" / "report.json").is_file()]
 
 
 def summary(label, baseline_scores=None):
@@ -69,8 +69,8 @@ def last_quarter_reward(label):
 dapo, delta = summary("dapo"), summary("delta")
 missing, points = [], []
 for label, name in NAME.items():
-    if len(finished(label)) < args.seeds:
-        missing.append(f"{label} ({len(finished(label))} of {args.seeds} seeds)")
+    if len(finished(label)) < len(args.seeds):
+        missing.append(f"{label} ({len(finished(label))} of {len(args.seeds)} seeds)")
         continue
     s = summary(label, None if label == "dapo" else list(dapo.scores))
     p_dapo = "" if s.test is None else f"{s.test.p_value:.2f}"
