@@ -5,8 +5,8 @@
 
 Per variant with all the seeds finished: seeds, mean avg@8, std over seeds, evaluation SE of
 the mean, per-seed scores (all from `compare.summarise`), one-sided Mann-Whitney p of
-"variant > DAPO", of "DAPO > variant" and of "full DelTA > variant", the mean over steps and seeds of the coefficient std and 5 % / 95 %
-quantiles (delta/coef_*), and of the saturation ratio: the std of the final margins over the
+"variant > DAPO", of "DAPO > variant" and of "full DelTA > variant", the mean over steps and
+seeds of the coefficient std and 5 % / 95 % quantiles (delta/coef_*), and of the saturation ratio: the std of the final margins over the
 temperature that divides them (delta/margin_std_pos / delta/temperature_pos; about 1 when the
 temperature is the margins' own std, large when the sigmoids saturate), and the training
 reward over the last quarter of the steps (mean over seeds). Last, the Spearman rank
@@ -43,44 +43,45 @@ def finished(label):
     return [s for s in args.seeds if (root / label / f"seed-{s}" / "eval" / "report.json").is_file()]
 
 
-def summary(label, baseline_scores=None):
-    seeds = finished(label)
+def summary(label, seeds, baseline_scores=None):
     return summarise(label, seeds, [read_report(root / label / f"seed-{s}" / "eval") for s in seeds], baseline_scores)
 
 
-def coefficient_spread(label):
-    """(std, q05, q95, saturation ratio) of the coefficients, mean over steps then seeds; None for DAPO."""
+def coefficient_spread(label, seeds):
+    """(std, q05, q95, saturation ratio) of the coefficients, mean over steps then seeds; None for DAPO.
+    The ratio is nan for random lambda, which has no margins."""
     per_seed = []
-    for s in finished(label):
+    for s in seeds:
         rows = [r for r in read_metrics(root / label / f"seed-{s}" / "metrics.jsonl") if "delta/coef_std" in r]
-        for r in rows:  # random lambda has no margins: nan
-            std, temp = r.get("delta/margin_std_pos"), r.get("delta/temperature_pos")
-            r["ratio"] = std / temp if std is not None and temp else float("nan")
         if rows:
-            per_seed.append([sum(r[k] for r in rows) / len(rows) for k in ("delta/coef_std", "delta/coef_q05", "delta/coef_q95", "ratio")])
+            ratios = [r["delta/margin_std_pos"] / r["delta/temperature_pos"] if r.get("delta/temperature_pos") else math.nan
+                      for r in rows]
+            per_seed.append([sum(r[k] for r in rows) / len(rows) for k in ("delta/coef_std", "delta/coef_q05", "delta/coef_q95")]
+                            + [sum(ratios) / len(ratios)])
     return [sum(col) / len(col) for col in zip(*per_seed)] if per_seed else None
 
 
-def last_quarter_reward(label):
+def last_quarter_reward(label, seeds):
     """Training reward over the last of four spans of steps, mean over seeds (as compare prints it)."""
-    return dynamics({label: [root / label / f"seed-{s}" for s in finished(label)]})["methods"][label]["reward_mean"][-1][0]
+    return dynamics({label: [root / label / f"seed-{s}" for s in seeds]})["methods"][label]["reward_mean"][-1][0]
 
 
-dapo, delta = summary("dapo"), summary("delta")
+dapo, delta = summary("dapo", finished("dapo")), summary("delta", finished("delta"))
 missing, points = [], []
 for label, name in NAME.items():
-    if len(finished(label)) < len(args.seeds):
-        missing.append(f"{label} ({len(finished(label))} of {len(args.seeds)} seeds)")
+    seeds = finished(label)
+    if len(seeds) < len(args.seeds):
+        missing.append(f"{label} ({len(seeds)} of {len(args.seeds)} seeds)")
         continue
-    s = summary(label, None if label == "dapo" else list(dapo.scores))
+    s = summary(label, seeds, None if label == "dapo" else list(dapo.scores))
     p_dapo = "" if s.test is None else f"{s.test.p_value:.2f}"
     p_below = "" if label == "dapo" else f"{mann_whitney_greater(dapo.scores, s.scores).p_value:.2f}"
     p_delta = "" if label == "delta" else f"{mann_whitney_greater(delta.scores, s.scores).p_value:.2f}"
-    c = coefficient_spread(label)
+    c = coefficient_spread(label, seeds)
     ratio = "-" if not c or math.isnan(c[3]) else f"{c[3]:.2f}"
     spread = f"{c[0]:.3f} ({c[1]:.2f}-{c[2]:.2f}) | {ratio}" if c else "- | -"
     per = ", ".join(f"{100 * x:.2f}" for x in s.scores)
-    reward = last_quarter_reward(label)
+    reward = last_quarter_reward(label, seeds)
     points.append((c[0] if c else 0.0, reward, s.mean))
     print(f"| {name} | {len(s.seeds)} | {100 * s.mean:.2f} | {100 * s.std:.2f} | {100 * s.mean_eval_se:.2f} | {per} "
           f"| {p_dapo} | {p_below} | {p_delta} | {spread} | {reward:.3f} | {PAPER[label]} |")

@@ -65,21 +65,26 @@ verbose() {
         --set run.eval_samples=1 --set run.progress=false --set run.threads=1 "${PARTIAL_ARGS[@]}"
 }
 
+C=algorithm.coefficients
+# The widest-coefficient variants, shared by ablations and wide_coefficients (the same label must
+# always mean the same settings: compare refuses a run folder trained with others).
+NO_RANGE_MAP=(--method no_range_map:$C.range_map=false)
+RANGES_TO_1_5=(--method range_0.8_1.5:$C.coef_max=1.5 --method range_0.5_1.5:$C.coef_min=0.5,$C.coef_max=1.5)
+
 ablations() {
-    local c=algorithm.coefficients
+    local c=$C
     "$CLI" compare --name "$(name ablations)" --baseline dapo --seeds 0 1 2 "${COMMON[@]}" \
         --method K0:$c.refine_steps=0 \
         --method K2:$c.refine_steps=2 \
         --method K3:$c.refine_steps=3 \
         --method hard:$c.assignment=hard \
         --method within_side:$c.contrast=within_side \
-        --method no_range_map:$c.range_map=false \
+        "${NO_RANGE_MAP[@]}" \
         --method no_self_norm:$c.self_normalise=false \
         --method random_coef:$c.random_coefficients=true \
         --method frozen_gamma:$c.freeze_temperature=true \
         --method range_0.5_1.2:$c.coef_min=0.5 \
-        --method range_0.8_1.5:$c.coef_max=1.5 \
-        --method range_0.5_1.5:$c.coef_min=0.5,$c.coef_max=1.5 \
+        "${RANGES_TO_1_5[@]}" \
         --method dapo --method delta
 }
 
@@ -88,12 +93,8 @@ wide_coefficients() {
     # coefficients) taken to the 8 seeds of DAPO and DelTA, seed by seed. Seeds 0-2 are the
     # ablation runs and seeds 0-7 of dapo/delta those of dapo_vs_delta, so only seeds 3-7 of the
     # three variants train here.
-    local c=algorithm.coefficients
     "$CLI" compare --name "$(name wide_coefficients)" --baseline dapo --seeds 0 1 2 3 4 5 6 7 --order seed "${COMMON[@]}" \
-        --method no_range_map:$c.range_map=false \
-        --method range_0.8_1.5:$c.coef_max=1.5 \
-        --method range_0.5_1.5:$c.coef_min=0.5,$c.coef_max=1.5 \
-        --method dapo --method delta
+        "${NO_RANGE_MAP[@]}" "${RANGES_TO_1_5[@]}" --method dapo --method delta
 }
 
 [ $# -gt 0 ] || { echo "usage: $0 dapo_vs_delta|token_selection|proxies|verbose|ablations|wide_coefficients|all ..." >&2; exit 2; }
