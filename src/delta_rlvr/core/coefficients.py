@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from delta_rlvr.core.masked import quantiles
+from delta_rlvr.core.precision import in_full_precision
 
 #: Floors from the spec: the side mass in a centroid's denominator and a side's margin variance.
 MASS_EPS = 1e-8
@@ -54,6 +55,7 @@ Assignment = Literal["soft", "hard"]
 Contrast = Literal["two_sided", "within_side"]
 
 
+@in_full_precision
 def grad_proxy(hidden: Tensor, logp: Tensor, mask: Tensor | None = None) -> Tensor:
     """Token-gradient proxy v = (1 - p) * h, in float32 (spec section 3, paper App. F).
 
@@ -450,6 +452,7 @@ class DenseVectors:
 # --------------------------------------------------------------------------------------------
 
 
+@in_full_precision
 def delta_coefficients(
     grad_proxy: Tensor | TokenVectors,
     advantages: Tensor,

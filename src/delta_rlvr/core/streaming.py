@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from delta_rlvr.core.precision import in_full_precision
 from delta_rlvr.core.coefficients import (
     MASS_EPS,
     DeltaConfig,
@@ -55,10 +56,13 @@ MicroBatch = tuple[Tensor, Tensor, Tensor]  # (grad_proxy (b, T, H), advantages 
 
 @dataclass(frozen=True)
 class StreamedDeltaCoefficients:
-    """coef: one (b_i, T_i) float32 tensor per micro-batch, in feeding order; stats: pooled."""
+    """coef: one float32 tensor per fed chunk, in feeding order ((b_i, T_i) from `update`, (n_i,)
+    from `update_tokens`); stats: pooled; zero_advantage_coef: () float32, the coefficient of
+    every valid token with A = 0 (lambda_min x N / Z), for tokens counted but not fed."""
 
     coef: list[Tensor]
     stats: DeltaStats
+    zero_advantage_coef: Tensor | None = None
 
 
 class DeltaStream:
@@ -131,22 +135,62 @@ class DeltaStream:
 
     # ----------------------------------------------------------------------------------------
 
+    @in_full_precision
     def update(self, grad_proxy: Tensor, advantages: Tensor, mask: Tensor) -> None:
-        """Feed one micro-batch of the current pass."""
-        if self.done:
-            raise RuntimeError("DeltaStream.update: all passes are finished; call result()")
+        """Feed one micro-batch of the current pass: a padded (b, T, H) proxy, one advantage per
+        response, the (b, T) validity mask."""
+        self._check_open("update")
         check_inputs(grad_proxy, advantages, mask)
         b, t, h = grad_proxy.shape
-        if self._h is None:
-            self._h, self._device = h, grad_proxy.device
-        elif h != self._h:
-            raise ValueError(f"DeltaStream.update: hidden size changed from {self._h} to {h}")
-        v = grad_proxy.reshape(b * t, h).float()
+        v = grad_proxy.reshape(b * t, h)
         side = token_sides(advantages, mask).reshape(-1)
         weight = advantages.abs().float().unsqueeze(-1).expand(b, t).reshape(-1)
+        self._feed(v, side, weight, mask.reshape(-1), (b, t), zero_advantage_tokens=0)
+
+    @in_full_precision
+    def update_tokens(self, grad_proxy: Tensor, advantages: Tensor, *, zero_advantage_tokens: int = 0) -> None:
+        """Feed one chunk of the current pass in packed form: no padding, one row per token.
+
+        Args:
+            grad_proxy: (n, H) proxy of n valid tokens (any float dtype; used in float32).
+            advantages: (n,) the advantage of each token's response. Rows with A = 0 are on
+                neither side, as in `update`.
+            zero_advantage_tokens: further valid tokens with A = 0 that are not in
+                ``grad_proxy`` (their vectors are never read): they count in N and, at
+                lambda_min, in Z, exactly as if they had been fed. Their coefficient is
+                `StreamedDeltaCoefficients.zero_advantage_coef`.
+
+        The coefficients of the fed rows come back as one (n,) tensor per chunk.
+        """
+        self._check_open("update_tokens")
+        if grad_proxy.dim() != 2 or tuple(advantages.shape) != (grad_proxy.shape[0],):
+            raise ValueError(
+                f"DeltaStream.update_tokens: expected grad_proxy (n, H) and advantages (n,), got "
+                f"{tuple(grad_proxy.shape)} and {tuple(advantages.shape)}"
+            )
+        if isinstance(zero_advantage_tokens, bool) or int(zero_advantage_tokens) != zero_advantage_tokens or zero_advantage_tokens < 0:
+            raise ValueError(f"DeltaStream.update_tokens: zero_advantage_tokens must be an integer >= 0, got {zero_advantage_tokens!r}")
+        n = grad_proxy.shape[0]
+        valid = torch.ones(n, dtype=torch.bool, device=grad_proxy.device)
+        side = torch.sign(advantages).to(torch.int8)
+        self._feed(grad_proxy, side, advantages.abs().float(), valid, (n,), zero_advantage_tokens=int(zero_advantage_tokens))
+
+    def _check_open(self, where: str) -> None:
+        if self.done:
+            raise RuntimeError(f"DeltaStream.{where}: all passes are finished; call result()")
+
+    def _feed(self, v: Tensor, side: Tensor, weight: Tensor, valid: Tensor, shape: tuple[int, ...],
+              *, zero_advantage_tokens: int) -> None:
+        h = v.shape[1]
+        if self._h is None:
+            self._h, self._device = h, v.device
+        elif h != self._h:
+            raise ValueError(f"DeltaStream.update: hidden size changed from {self._h} to {h}")
+        v = v.float()
         phase, k = self._phases[self._pass]
         if phase == "moments":
-            part = self._moments(v, side, weight, mask.reshape(-1))
+            part = self._moments(v, side, weight, valid)
+            part[:2] += zero_advantage_tokens  # counts: valid tokens, zero-advantage tokens
         elif phase == "measure":
             part = margin_moments(margins(v, side, self._mu, self.config.contrast), side).reshape(-1)
         elif phase == "refine":
@@ -160,7 +204,8 @@ class DeltaStream:
                 ]
             )
         else:  # final
-            part = self._final(v, side, mask.reshape(-1), (b, t))
+            part = self._final(v, side, valid, shape)
+            part[0] += zero_advantage_tokens * self.config.map_range[0]  # their lambda: the map at alpha = 0
         self._acc = part if self._acc is None else self._acc + part
 
     def _moments(self, v: Tensor, side: Tensor, weight: Tensor, valid: Tensor) -> Tensor:
@@ -202,7 +247,7 @@ class DeltaStream:
             ]
         )
 
-    def _final(self, v: Tensor, side: Tensor, valid: Tensor, shape: tuple[int, int]) -> Tensor:
+    def _final(self, v: Tensor, side: Tensor, valid: Tensor, shape: tuple[int, ...]) -> Tensor:
         if self.config.random_coefficients:
             gen = self._generator
             u = torch.rand(side.numel(), generator=gen, device="cpu" if gen is None else gen.device)
@@ -220,6 +265,7 @@ class DeltaStream:
 
     # ----------------------------------------------------------------------------------------
 
+    @in_full_precision
     def end_pass(self) -> None:
         """Close the current pass: pool the sums (reduce hook) and derive what the next needs."""
         if self.done:
@@ -287,6 +333,7 @@ class DeltaStream:
 
     # ----------------------------------------------------------------------------------------
 
+    @in_full_precision
     def result(self) -> StreamedDeltaCoefficients:
         """Normalised coefficients per micro-batch (in the final pass's order) and statistics."""
         if not self.done:
@@ -319,7 +366,8 @@ class DeltaStream:
             margin_std=self._stds.float().to(device),
             normaliser=normaliser.float(),
         )
-        return StreamedDeltaCoefficients(coef=coefs, stats=stats)
+        zero_coef = (self.config.map_range[0] * normaliser).float()
+        return StreamedDeltaCoefficients(coef=coefs, stats=stats, zero_advantage_coef=zero_coef)
 
     def run(self, micro_batches: Callable[[], Iterable[MicroBatch]]) -> StreamedDeltaCoefficients:
         """Run every remaining pass, calling `micro_batches()` once per pass."""

@@ -1,0 +1,162 @@
+"""The packed proxy cache and packed feeding: the padded one-shot numbers, without padding,
+without re-forwards, in true float32 under autocast."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from delta_rlvr.core import DeltaConfig, DeltaStream, delta_coefficients, grad_proxy
+from delta_rlvr.core.packed import PackedProxyCache
+from delta_rlvr.core.precision import full_precision
+from reference_delta import reference_coefficients
+
+TOL = 2e-6  # as tests/core/test_streaming.py: float64 accumulators, float32 rounding
+
+CONFIGS = {
+    "paper": DeltaConfig(),
+    "k0": DeltaConfig(refine_steps=0),
+    "k2": DeltaConfig(refine_steps=2),
+    "hard": DeltaConfig(assignment="hard"),
+    "within_side": DeltaConfig(contrast="within_side"),
+    "no_norm_no_map": DeltaConfig(self_normalise=False, range_map=False),
+    "wide": DeltaConfig(coef_min=0.5, coef_max=1.5),
+}
+
+
+def rollout(seed, b=16, t=13, h=8, dtype=torch.float32):
+    """Hidden states in the model's dtype, log-probs, GRPO-like advantages with a zero group."""
+    g = torch.Generator().manual_seed(seed)
+    hidden = (torch.randn(b, t, h, generator=g) + 0.5).to(dtype)
+    logp = -torch.rand(b, t, generator=g) * 3
+    adv = torch.randn(b, generator=g)
+    adv[4:8] = 0
+    mask = torch.arange(t)[None] < torch.randint(1, t + 1, (b,), generator=g)[:, None]
+    return hidden, logp, adv, mask
+
+
+def fill(cache, hidden, logp, adv, mask, rows_per_chunk=5):
+    """Micro-batches of responses, packed to their valid tokens, as an engine sees them."""
+    for lo in range(0, hidden.shape[0], rows_per_chunk):
+        m = mask[lo : lo + rows_per_chunk]
+        token_adv = adv[lo : lo + rows_per_chunk, None].expand_as(m)[m]
+        assert cache.add(hidden[lo : lo + rows_per_chunk][m], logp[lo : lo + rows_per_chunk][m], token_adv)
+
+
+def scatter(values, zero_coef, adv, mask):
+    """(N_signed,) coefficients back to (B, T): zero-advantage tokens get zero_coef."""
+    signed = mask & (adv != 0)[:, None]
+    out = torch.zeros(mask.shape)
+    out[signed] = values
+    out[mask & ~signed] = zero_coef
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_cached_passes_give_the_padded_one_shot_coefficients(name, dtype):
+    config = CONFIGS[name]
+    hidden, logp, adv, mask = rollout(1, dtype=dtype)
+    cache = PackedProxyCache()
+    fill(cache, hidden, logp, adv, mask)
+    result = cache.run(DeltaStream(config))
+    got = scatter(PackedProxyCache.coefficients(result), result.zero_advantage_coef, adv, mask)
+    want = delta_coefficients(grad_proxy(hidden, logp, mask), adv, mask, config)
+    torch.testing.assert_close(got, want.coef, atol=TOL, rtol=0)
+    for field in ("coef_mean", "coef_std", "normaliser", "valid_tokens", "zero_adv_tokens", "side_tokens"):
+        torch.testing.assert_close(getattr(result.stats, field).double(), getattr(want.stats, field).double(),
+                                   atol=1e-5, rtol=0)
+
+
+def test_the_cache_holds_signed_tokens_only_in_the_models_dtype():
+    hidden, logp, adv, mask = rollout(2, dtype=torch.bfloat16)
+    cache = PackedProxyCache()
+    fill(cache, hidden, logp, adv, mask)
+    signed = int((mask & (adv != 0)[:, None]).sum())
+    assert cache.signed_tokens == signed and cache.zero_advantage_tokens == int(mask.sum()) - signed
+    assert cache.nbytes == signed * (8 * 2 + 8)  # H = 8 bf16 values, plus 1 - p and A in float32
+
+
+def test_a_cache_over_its_cap_spills_into_the_stream_and_gives_the_same_coefficients():
+    hidden, logp, adv, mask = rollout(3)
+    config = DeltaConfig()
+    signed_per_chunk = [int((mask[lo : lo + 5] & (adv[lo : lo + 5] != 0)[:, None]).sum()) for lo in range(0, 16, 5)]
+    cap = (signed_per_chunk[0] + 1) * (8 * 4 + 8) / (1 << 20)  # room for the first chunk only
+    cache, stream = PackedProxyCache(cap), DeltaStream(config)
+    coefs = []
+    for pass_index in range(stream.num_passes):
+        for lo in range(0, 16, 5):
+            m = mask[lo : lo + 5]
+            token_adv = adv[lo : lo + 5, None].expand_as(m)[m]
+            h, lp = hidden[lo : lo + 5][m], logp[lo : lo + 5][m]
+            if pass_index == 0 and cache.add(h, lp, token_adv):
+                continue
+            if pass_index == 0 and cache.nbytes:
+                cache.spill(stream)  # the chunks cached so far go first, in their order
+            signed = token_adv != 0
+            stream.update_tokens(grad_proxy(h[signed][None], lp[signed][None])[0], token_adv[signed],
+                                 zero_advantage_tokens=int((~signed).sum()))
+        stream.end_pass()
+    assert cache.overflowed and cache.nbytes == 0
+    result = stream.result()
+    got = scatter(torch.cat(result.coef), result.zero_advantage_coef, adv, mask)
+    want = delta_coefficients(grad_proxy(hidden, logp, mask), adv, mask, config).coef
+    torch.testing.assert_close(got, want, atol=TOL, rtol=0)
+
+
+def test_an_offloaded_cache_gives_the_same_coefficients():
+    hidden, logp, adv, mask = rollout(4)
+    results = []
+    for offload in (False, True):
+        cache = PackedProxyCache(offload=offload)
+        fill(cache, hidden, logp, adv, mask)
+        results.append(PackedProxyCache.coefficients(cache.run(DeltaStream(DeltaConfig()))))
+    assert torch.equal(results[0], results[1])
+
+
+def test_coefficients_under_bf16_autocast_match_the_float64_reference():
+    # The engine calls the pass inside torch.autocast(bf16). Without full_precision the float32
+    # matmuls of the stream ran in bf16 and moved coefficients by up to 0.07.
+    g = torch.Generator().manual_seed(5)
+    hidden = 4.0 + torch.randn(24, 40, 64, generator=g)  # a large shared mean, as real hidden states
+    logp = -torch.rand(24, 40, generator=g) * 2
+    adv = torch.randn(24, generator=g)
+    mask = torch.arange(40)[None] < torch.randint(5, 41, (24,), generator=g)[:, None]
+    want = reference_coefficients(grad_proxy(hidden, logp, mask), adv, mask).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cache = PackedProxyCache()
+        fill(cache, hidden, logp, adv, mask, rows_per_chunk=7)
+        result = cache.run(DeltaStream(DeltaConfig()))
+        one_shot = delta_coefficients(grad_proxy(hidden, logp, mask), adv, mask).coef
+    got = scatter(PackedProxyCache.coefficients(result), result.zero_advantage_coef, adv, mask)
+    assert (got - want).abs().max() < 1e-5
+    assert (one_shot - want).abs().max() < 1e-5
+
+
+def test_full_precision_switches_autocast_and_reduced_matmul_precision_off_and_restores_them():
+    matmul = torch.backends.mkldnn.matmul, torch.backends.cuda.matmul
+    before = [m.fp32_precision for m in matmul]
+    try:
+        for m, value in zip(matmul, ("bf16", "tf32")):  # what tf32=True / precision "medium" set
+            m.fp32_precision = value
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            with full_precision():
+                assert not torch.is_autocast_enabled("cpu")
+                assert [m.fp32_precision for m in matmul] == ["ieee", "ieee"]
+                a = torch.randn(4, 4)
+                assert (a @ a).dtype == torch.float32
+            assert torch.is_autocast_enabled("cpu")
+        assert [m.fp32_precision for m in matmul] == ["bf16", "tf32"]
+    finally:
+        for m, value in zip(matmul, before):
+            m.fp32_precision = value
+
+
+def test_bad_chunks_are_refused_with_the_expected_shapes():
+    cache = PackedProxyCache()
+    with pytest.raises(ValueError, match=r"hidden \(n, H\)"):
+        cache.add(torch.zeros(3, 4), torch.zeros(2), torch.zeros(3))
+    with pytest.raises(ValueError, match="cap_mib"):
+        PackedProxyCache(-1)
+    with pytest.raises(ValueError, match="zero_advantage_tokens"):
+        DeltaStream(DeltaConfig()).update_tokens(torch.zeros(2, 4), torch.ones(2), zero_advantage_tokens=-1)
