@@ -1,11 +1,15 @@
-"""The parts of the verl adapter that run without GPUs or Ray (verl 0.9.1, CPU).
+"""The verl adapter through verl's own code on CPU (verl 0.9.1): the trainer's old-log-prob
+step, the DelTA worker's registered method, verl's training-worker entry and engine I/O, around a
+tiny Qwen3 (tests/adapters/verl_cpu.py says exactly what stands in for FSDP, CUDA and Ray).
 
-The engine forward is verl's own: ``FSDPEngineWithLMHead.prepare_model_inputs`` and
-``prepare_model_outputs`` run unbound on a stand-in object that holds a tiny Qwen3 (FSDP and
-CUDA are what the stand-in replaces). Rewards are the arithmetic task's real scores.
+Rewards are the arithmetic task's real scores; coefficients are checked against the slow float64
+reference (tests/reference_delta.py) on the hidden states and log-probs the engine produced.
 """
 
 from __future__ import annotations
+
+import os
+import tempfile
 
 import pytest
 import torch
@@ -13,165 +17,254 @@ import torch
 verl = pytest.importorskip("verl")
 pytest.importorskip("uvicorn")
 
+import torch.distributed as dist  # noqa: E402
+import torch.multiprocessing as mp  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
-from tensordict import TensorDict  # noqa: E402
 from verl import DataProto  # noqa: E402
 from verl.trainer.ppo.core_algos import get_policy_loss_fn  # noqa: E402
+from verl.trainer.ppo.ray_trainer import RayPPOTrainer, compute_advantage  # noqa: E402
 from verl.utils import tensordict_utils as tu  # noqa: E402
-from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead  # noqa: E402
+from verl.workers.engine_workers import ActorRolloutRefWorker  # noqa: E402
 from verl.workers.utils.padding import left_right_2_no_padding, no_padding_2_padding  # noqa: E402
 
-from delta_rlvr.adapters.verl.actor_pass import ADVANTAGE_KEY, COEF_KEY, check_engine_supported, delta_passes  # noqa: E402
-from delta_rlvr.adapters.verl.settings import DeltaSettings, delta_settings  # noqa: E402
-from delta_rlvr.adapters.verl.trainer import check_trainer_supported, outcome_advantages, rewrite_advantages  # noqa: E402
-from delta_rlvr.core import (  # noqa: E402
-    DeltaConfig,
-    PolicyLossConfig,
-    delta_coefficients,
-    grad_proxy,
-    group_advantages,
-    per_token_policy_loss,
+from delta_rlvr.adapters.verl.actor_pass import (  # noqa: E402
+    ADVANTAGE_KEY, COEF_KEY, SETTINGS_KEY, TEMPERATURE_KEY, check_engine_supported,
 )
-from delta_rlvr.data import arithmetic_dataset, score_arithmetic  # noqa: E402
+from delta_rlvr.adapters.verl.settings import DeltaSettings, delta_settings  # noqa: E402
+from delta_rlvr.adapters.verl.trainer import (  # noqa: E402
+    STATE_FILE, check_trainer_supported, load_state, outcome_advantages, rewrite_advantages, save_state,
+)
+from delta_rlvr.adapters.verl.worker import METRICS_KEY, DeltaActorRolloutRefWorker  # noqa: E402
+from delta_rlvr.core import (  # noqa: E402
+    DeltaConfig, PolicyLossConfig, delta_coefficients, grad_proxy, group_advantages, per_token_policy_loss,
+)
+from delta_rlvr.data import arithmetic_dataset  # noqa: E402
 from delta_rlvr.models import build_tiny_model, completion_logprobs  # noqa: E402
-
+from reference_delta import reference_coefficients  # noqa: E402
+from verl_cpu import LocalWorkerGroup, cpu_actor_worker, cpu_trainer, rollout_proto, trainer_config  # noqa: E402
 
 TEMPERATURE = 0.7
-# Two prompts x three responses; written answers, scored by the real arithmetic scorer.
-RESPONSES = [["{gold}", "answer {wrong}", "x+1"], ["answer {gold}", "{gold} is it", "no"]]
+TOL = 1e-5  # against the float64 reference (tests/core/test_coefficients.py explains the scale)
 
 
-class CpuEngine:
-    """verl's FSDP engine methods on a plain module: no FSDP, no CUDA, no sequence parallelism."""
-
-    prepare_model_inputs = FSDPEngineWithLMHead.prepare_model_inputs
-    prepare_model_outputs = FSDPEngineWithLMHead.prepare_model_outputs
-    _gather_and_unpad_packed = FSDPEngineWithLMHead._gather_and_unpad_packed
-    _get_packed_pad_size = FSDPEngineWithLMHead._get_packed_pad_size
-
-    def __init__(self, module):
-        self.module = module
-        self.use_ulysses_sp = False
-        self.pad_to_length = None
-        self.engine_config = OmegaConf.create({"entropy_checkpointing": False, "entropy_from_logits_with_chunking": False})
-
-    def infer(self, data: TensorDict, micro: int) -> TensorDict:
-        """One forward over ``data`` in micro-batches of ``micro`` rows, outputs re-nested."""
-        outputs: dict[str, list] = {}
-        b = data.batch_size[0]
-        with torch.no_grad():
-            for start in range(0, b, micro):
-                mb = tu.index_select_tensor_dict(data, torch.arange(start, min(start + micro, b)))
-                inputs, args = self.prepare_model_inputs(micro_batch=mb)
-                raw = self.module(**inputs, use_cache=False)
-                out = self.prepare_model_outputs(output=raw, output_args=args, micro_batch=mb, logits_processor_func=None)
-                for key, value in out.items():
-                    outputs.setdefault(key, []).extend(value.unbind())
-        return TensorDict(
-            {k: torch.nested.as_nested_tensor(v, layout=torch.jagged) for k, v in outputs.items()}, batch_size=[b]
-        )
+def problems(seed_rows=(0, 2, 4)):
+    data = arithmetic_dataset(6)
+    return [data[i].question for i in seed_rows], [data[i].gold for i in seed_rows]
 
 
-def rollout_batch(tokenizer):
-    """Left-padded prompts + right-padded responses, verl's padded layout, with real rewards."""
-    problems = [arithmetic_dataset(3)[0], arithmetic_dataset(3)[2]]
-    prompts, responses, golds, uids = [], [], [], []
-    for g, problem in enumerate(problems):
-        for template in RESPONSES[g]:
-            text = template.format(gold=problem.gold, wrong=int(problem.gold) + 1)
-            prompts.append(tokenizer(problem.question).input_ids)
-            responses.append(tokenizer(text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id])
-            golds.append(problem.gold)
-            uids.append(str(g))
-    p_len, r_len = max(map(len, prompts)), max(map(len, responses))
-    pad = tokenizer.pad_token_id
-    prompt_ids = torch.tensor([[pad] * (p_len - len(p)) + p for p in prompts])
-    prompt_mask = torch.tensor([[0] * (p_len - len(p)) + [1] * len(p) for p in prompts])
-    response_ids = torch.tensor([r + [pad] * (r_len - len(r)) for r in responses])
-    response_mask = torch.tensor([[1] * len(r) + [0] * (r_len - len(r)) for r in responses])
-    attention = torch.cat([prompt_mask, response_mask], 1)
-    position = (attention.cumsum(1) - 1).clamp_min(0)
-    texts = [tokenizer.decode(r, skip_special_tokens=True) for r in responses]
-    rewards = torch.tensor(score_arithmetic(texts, golds))
-    return dict(
-        prompts=prompt_ids, responses=response_ids, input_ids=torch.cat([prompt_ids, response_ids], 1),
-        attention_mask=attention, position_ids=position, response_mask=response_mask,
-        prompt_mask=prompt_mask, rewards=rewards, uids=uids,
-    )
+def batch(tokenizer, rows=(0, 2, 4), holes=False):
+    questions, golds = problems(rows)
+    proto = rollout_proto(tokenizer, questions, golds, n=3, temperature=TEMPERATURE, response_mask_holes=holes)
+    rewards = proto.batch["rm_scores"].sum(1)
+    assert 0 < float(rewards.sum()) < len(rewards)  # real, varying rewards
+    return proto
 
 
-@pytest.mark.parametrize("remove_padding", [False, True])
-def test_coefficient_pass_through_verl_engine_forward_matches_the_one_shot_core(tiny_config, char_tokenizer, remove_padding):
+def advantages_of(proto):
+    uid = torch.tensor([int(u[1:]) for u in proto.non_tensor_batch["uid"]])
+    return group_advantages(proto.batch["rm_scores"].sum(1), uid)
+
+
+def reference_from_model(model, proto, config=DeltaConfig(), temperature=None):
+    """Float64 DelTA on the project's own scorer's hidden states and log-probs (no verl code)."""
+    b = proto.batch
+    p = b["prompts"].shape[1]
+    mask = b["response_mask"].bool()
+    scored = completion_logprobs(model, b["prompts"], b["attention_mask"][:, :p].bool(), b["responses"],
+                                 b["attention_mask"][:, p:].bool(), temperature=TEMPERATURE, return_hidden=True)
+    v = grad_proxy(scored.hidden, scored.logp, mask)
+    kwargs = dict(k_steps=config.refine_steps, lo=config.coef_min, hi=config.coef_max)
+    if temperature is not None:
+        kwargs["fixed_gamma"] = tuple(float(x) for x in temperature)
+    return reference_coefficients(v, advantages_of(proto), mask, **kwargs).float(), scored.logp, mask
+
+
+def stock_forwards(model, proto, **worker_kwargs):
+    """Model forwards of verl's own old-log-prob call on the same batch and micro-batching."""
+    worker = cpu_actor_worker(ActorRolloutRefWorker, model, **worker_kwargs)
+    trainer = cpu_trainer(trainer_config(delta={"enable": False}), LocalWorkerGroup(worker))
+    trainer._compute_old_log_prob(proto)
+    return worker.actor.engine.forwards
+
+
+LAYOUTS = {
+    # Packed sequences would attend across samples on CPU (no varlen kernel): one per micro-batch.
+    "remove_padding": dict(remove_padding=True, micro_batch_size=1),
+    # Padded micro-batches with dynamic sizes: verl regroups and reorders the samples.
+    "dynamic_bsz": dict(remove_padding=False, max_token_len=40),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_the_old_log_prob_step_returns_delta_coefficients_with_zero_extra_forwards(char_tokenizer, tiny_config, layout):
     model = build_tiny_model(char_tokenizer, tiny_config)
-    batch = rollout_batch(char_tokenizer)
-    assert 0 < float(batch["rewards"].sum()) < len(batch["rewards"])  # real, varying rewards
-    A = group_advantages(batch["rewards"], torch.tensor([int(u) for u in batch["uids"]]))
-    fields = {k: batch[k] for k in ("prompts", "responses", "input_ids", "attention_mask", "position_ids", "response_mask")}
-    td = TensorDict({**fields, ADVANTAGE_KEY: A}, batch_size=[len(A)])
-    td = left_right_2_no_padding(td)
-    tu.assign_non_tensor(td, temperature=TEMPERATURE, use_remove_padding=remove_padding, calculate_entropy=False)
-    engine = CpuEngine(model)
-    check_engine_supported(engine, td)
-    # Packed sequences attend across samples on CPU (no varlen kernel): one row per micro-batch.
-    micro = 1 if remove_padding else 4
-    calls = []
+    proto = batch(char_tokenizer, holes=True)
+    worker = cpu_actor_worker(DeltaActorRolloutRefWorker, model, **LAYOUTS[layout])
+    group = LocalWorkerGroup(worker)
+    trainer = cpu_trainer(trainer_config(), group)
+    old, _ = trainer._compute_old_log_prob(proto)
 
-    def infer():
-        calls.append(1)
-        return engine.infer(td.copy(), micro)
-
-    output, coef_nested, stats = delta_passes(engine, infer, DeltaConfig())
-    assert len(calls) == 3  # old-log-prob pass + K + 1 = 2 more for the paper's K = 1
-    assert "prepare_model_outputs" not in vars(engine)  # the wrapper is gone afterwards
-    coef = no_padding_2_padding(coef_nested, td)  # (B, R)
-    logp = no_padding_2_padding(output["log_probs"], td)
-
-    mask = batch["response_mask"].bool()
-    ref_scored = completion_logprobs(
-        model, batch["prompts"], batch["prompt_mask"].bool(), batch["responses"], mask,
-        temperature=TEMPERATURE, return_hidden=True,
-    )
-    torch.testing.assert_close(logp[mask], ref_scored.logp[mask], atol=1e-5, rtol=0)
-    ref = delta_coefficients(grad_proxy(ref_scored.hidden, ref_scored.logp, mask), A, mask, DeltaConfig())
-    torch.testing.assert_close(coef * mask, ref.coef, atol=1e-5, rtol=0)
-    assert float(stats.coef_mean) == pytest.approx(float(ref.stats.coef_mean), abs=1e-5)
-    assert float(coef[mask].std()) > 1e-4  # the coefficients are not trivially 1
+    want, ref_logp, mask = reference_from_model(model, proto)
+    torch.testing.assert_close(old.batch["old_log_probs"][mask], ref_logp[mask], atol=1e-5, rtol=0)
+    coef = old.batch[COEF_KEY]
+    torch.testing.assert_close(coef, want, atol=TOL, rtol=0)
+    assert float(coef[mask].std()) > 1e-3  # the coefficients are not trivially 1
+    assert worker.actor.engine.forwards == stock_forwards(model, proto, **LAYOUTS[layout])  # no extra forward
+    metrics = trainer._delta_metrics
+    assert metrics["delta/forwards"] == 1 and metrics["delta/coef_mean"] == pytest.approx(float(coef[
+        mask & (advantages_of(proto) != 0)[:, None]].mean()), abs=1e-5)
+    # What the trainer sent: the advantages it is about to compute, and the settings.
+    sent = group.sent[0]
+    torch.testing.assert_close(sent[ADVANTAGE_KEY], advantages_of(proto), atol=1e-6, rtol=0)
+    assert DeltaSettings.from_dict(tu.get_non_tensor_data(sent, SETTINGS_KEY, None)) == trainer.delta
 
 
-def test_fused_kernels_are_refused_naming_the_setting(tiny_config, char_tokenizer):
-    td = TensorDict({}, batch_size=[0])
-    tu.assign_non_tensor(td, use_fused_kernels=True)
+def test_a_second_step_still_finds_the_worker_groups_method(char_tokenizer, tiny_config):
+    # verl binds worker-group methods per instance (setattr); deleting the wrapper deleted them.
+    model = build_tiny_model(char_tokenizer, tiny_config)
+    group = LocalWorkerGroup(cpu_actor_worker(DeltaActorRolloutRefWorker, model, **LAYOUTS["dynamic_bsz"]))
+    method = group.compute_log_prob
+    trainer = cpu_trainer(trainer_config(), group)
+    for rows in ((0, 2, 4), (1, 3, 5)):
+        trainer._compute_old_log_prob(batch(char_tokenizer, rows))
+        assert group.compute_log_prob is method
+    assert len(group.sent) == 2
+
+
+def test_over_the_cache_cap_the_pass_streams_the_same_coefficients_in_k_plus_1_more_forwards(char_tokenizer, tiny_config):
+    model = build_tiny_model(char_tokenizer, tiny_config)
+    proto = batch(char_tokenizer)
+    results = {}
+    for cap in (None, 0):
+        worker = cpu_actor_worker(DeltaActorRolloutRefWorker, model, **LAYOUTS["dynamic_bsz"])
+        trainer = cpu_trainer(trainer_config(delta={"cache_mib": cap, "refine_steps": 2}), LocalWorkerGroup(worker))
+        old, _ = trainer._compute_old_log_prob(proto)
+        results[cap] = (old.batch[COEF_KEY], worker.actor.engine.forwards, trainer._delta_metrics["delta/forwards"])
+    per_pass = stock_forwards(model, proto, **LAYOUTS["dynamic_bsz"])
+    assert results[None][1] == per_pass and results[0][1] == 4 * per_pass  # K + 2 passes with K = 2
+    assert results[0][2] == 4
+    torch.testing.assert_close(results[0][0], results[None][0], atol=2e-6, rtol=0)
+
+
+def test_coefficients_under_the_engines_bf16_autocast_match_the_float64_reference(char_tokenizer, tiny_config):
+    # The engine runs prepare_model_outputs (where the pass captures h) under torch.autocast(bf16).
+    model = build_tiny_model(char_tokenizer, tiny_config)
+    proto = batch(char_tokenizer)
+    worker = cpu_actor_worker(DeltaActorRolloutRefWorker, model, autocast_dtype=torch.bfloat16, remove_padding=False,
+                              micro_batch_size=3)
+    heads: list[torch.Tensor] = []
+    handle = model.get_output_embeddings().register_forward_pre_hook(lambda m, a: heads.append(a[0].detach()))
+    trainer = cpu_trainer(trainer_config(), LocalWorkerGroup(worker))
+    old, _ = trainer._compute_old_log_prob(proto)
+    handle.remove()
+    # The hidden states and log-probs the engine produced, in verl's response layout.
+    td = left_right_2_no_padding(proto.to_tensordict())
+    lengths = td["input_ids"].offsets().diff().tolist()
+    assert len(heads) == 3  # three micro-batches of 3
+    rows = torch.cat([h[i, : lengths[3 * k + i]] for k, h in enumerate(heads) for i in range(h.shape[0])])
+    hidden = no_padding_2_padding(rows, td)
+    mask = proto.batch["response_mask"].bool()
+    v = grad_proxy(hidden, old.batch["old_log_probs"], mask)
+    want = reference_coefficients(v, advantages_of(proto), mask).float()
+    err = float((old.batch[COEF_KEY] - want).abs().max())
+    assert err < TOL, err
+
+
+def test_the_frozen_gamma_is_measured_once_sent_every_step_and_kept_across_a_resume(char_tokenizer, tiny_config,
+                                                                                     tmp_path, monkeypatch):
+    model = build_tiny_model(char_tokenizer, tiny_config)
+    group = LocalWorkerGroup(cpu_actor_worker(DeltaActorRolloutRefWorker, model, **LAYOUTS["dynamic_bsz"]))
+    config = trainer_config(delta={"freeze_temperature": True})
+    config.trainer.default_local_dir = str(tmp_path)
+    trainer = cpu_trainer(config, group)
+    first = batch(char_tokenizer, (0, 2, 4))
+    trainer._compute_old_log_prob(first)
+    gamma = trainer._delta_gamma
+    adaptive = delta_coefficients(
+        grad_proxy(*reference_hidden(model, first)), advantages_of(first), first.batch["response_mask"].bool()
+    ).stats.temperature[0]
+    torch.testing.assert_close(torch.tensor(gamma, dtype=torch.float64), adaptive.double(), atol=1e-5, rtol=1e-5)
+    second = batch(char_tokenizer, (1, 3, 5))
+    old, _ = trainer._compute_old_log_prob(second)
+    assert tu.get_non_tensor_data(group.sent[1], TEMPERATURE_KEY, None) == {"pos": gamma[0], "neg": gamma[1]}
+    want, _, _ = reference_from_model(model, second, temperature=gamma)
+    torch.testing.assert_close(old.batch[COEF_KEY], want, atol=TOL, rtol=0)
+    # Saved with the checkpoint and restored on resume (verl's own save/load need the Ray workers).
+    monkeypatch.setattr(RayPPOTrainer, "_save_checkpoint", lambda self: None)
+    monkeypatch.setattr(RayPPOTrainer, "_load_checkpoint", lambda self: setattr(self, "global_steps", 7))
+    trainer.global_steps = 7
+    trainer._save_checkpoint()
+    assert (tmp_path / "global_step_7" / STATE_FILE).exists()
+    resumed = cpu_trainer(config, group)
+    resumed._load_checkpoint()
+    assert resumed._delta_gamma == gamma
+
+
+def reference_hidden(model, proto):
+    b = proto.batch
+    p = b["prompts"].shape[1]
+    mask = b["response_mask"].bool()
+    scored = completion_logprobs(model, b["prompts"], b["attention_mask"][:, :p].bool(), b["responses"],
+                                 b["attention_mask"][:, p:].bool(), temperature=TEMPERATURE, return_hidden=True)
+    return scored.hidden, scored.logp, mask
+
+
+def test_a_torn_state_file_is_refused_naming_the_file(tmp_path):
+    save_state(str(tmp_path), {"frozen_temperature": [1.0, 2.0]})
+    assert load_state(str(tmp_path)) == {"frozen_temperature": [1.0, 2.0]}
+    assert load_state(str(tmp_path / "none")) == {}
+    (tmp_path / STATE_FILE).write_text('{"frozen_tem')
+    with pytest.raises(RuntimeError, match=STATE_FILE):
+        load_state(str(tmp_path))
+
+
+def test_fused_kernels_set_in_the_engine_config_are_refused_before_the_pass(char_tokenizer, tiny_config):
+    # TrainingWorker.infer_batch adds use_fused_kernels to the data only after the pass began.
+    worker = cpu_actor_worker(DeltaActorRolloutRefWorker, build_tiny_model(char_tokenizer, tiny_config),
+                              **LAYOUTS["dynamic_bsz"])
+    worker.actor.engine_config.use_fused_kernels = True
+    trainer = cpu_trainer(trainer_config(), LocalWorkerGroup(worker))
     with pytest.raises(ValueError, match="use_fused_kernels=False"):
-        check_engine_supported(CpuEngine(build_tiny_model(char_tokenizer, tiny_config)), td)
+        trainer._compute_old_log_prob(batch(char_tokenizer))
+    td = tu.get_tensordict({"x": torch.zeros(1)})
+    with pytest.raises(ValueError, match="use_fused_kernels=False"):
+        check_engine_supported(worker.actor.engine, td, use_fused_kernels=True)
 
 
-def verl_config(**algorithm):
-    algo = {"adv_estimator": "grpo", "gamma": 1.0, "lam": 1.0, "norm_adv_by_std_in_grpo": True, "use_kl_in_reward": False}
-    algo.update(algorithm)
-    return OmegaConf.create({"algorithm": algo, "actor_rollout_ref": {"rollout": {"n": 3}},
-                             "delta": {"enable": True, "pooling": "local", "coef_min": 0.8}})
+@pytest.mark.parametrize("loss_mode", ["clip_cov", "kl_cov", "geo_mean", "dro"])
+def test_losses_not_homogeneous_in_the_advantage_are_refused(loss_mode):
+    config = trainer_config()
+    config.actor_rollout_ref.actor.policy_loss.loss_mode = loss_mode
+    with pytest.raises(ValueError, match=f"loss_mode='{loss_mode}'.*vanilla"):
+        check_trainer_supported(config)
+    config.actor_rollout_ref.actor.policy_loss.loss_mode = "vanilla"
+    check_trainer_supported(config)
+
+
+def test_rollout_rejection_sampling_is_refused_and_importance_weights_are_not():
+    config = trainer_config(rollout_correction={"bypass_mode": False, "rollout_rs": "token_k1", "rollout_is": "token"})
+    with pytest.raises(ValueError, match="rollout_rs=null"):
+        check_trainer_supported(config)
+    config.algorithm.rollout_correction.rollout_rs = None
+    check_trainer_supported(config)
 
 
 def test_advantages_before_the_pass_then_a_times_coef_written_into_the_dataproto(char_tokenizer):
-    batch = rollout_batch(char_tokenizer)
-    mask = batch["response_mask"]
-    b, r = mask.shape
-    last = mask.sum(1) - 1
-    rm_scores = torch.zeros(b, r).scatter(1, last.unsqueeze(1), batch["rewards"].unsqueeze(1))
-    import numpy as np
-
-    proto = DataProto.from_dict(tensors={"rm_scores": rm_scores, "response_mask": mask},
-                                non_tensors={"uid": np.array(batch["uids"], dtype=object)})
-    config = verl_config()
+    proto = batch(char_tokenizer)
+    mask = proto.batch["response_mask"]
+    config = trainer_config()
     A = outcome_advantages(proto, config)  # what fit() will compute, one value per response
-    torch.testing.assert_close(A, group_advantages(batch["rewards"], torch.tensor([int(u) for u in batch["uids"]])),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(A, advantages_of(proto), atol=1e-5, rtol=0)
+    b, r = mask.shape
     coef = (0.8 + 0.4 * torch.rand(b, r, generator=torch.Generator().manual_seed(0))) * mask
-    proto.batch["advantages"] = A.unsqueeze(1) * mask  # as verl's GRPO writes it
+    fit = compute_advantage(DataProto.from_dict(
+        tensors={"token_level_rewards": proto.batch["rm_scores"], "response_mask": mask},
+        non_tensors={"uid": proto.non_tensor_batch["uid"]}), adv_estimator="grpo", num_repeat=3)
+    proto.batch["advantages"] = fit.batch["advantages"]  # as fit() writes it
     proto.batch[COEF_KEY] = coef
     proto.batch[ADVANTAGE_KEY] = A
     rewrite_advantages(proto)
-    assert torch.equal(proto.batch["advantages"], A.unsqueeze(1) * mask * coef)
+    torch.testing.assert_close(proto.batch["advantages"], A.unsqueeze(1) * mask * coef, atol=1e-6, rtol=0)
     assert COEF_KEY not in proto.batch.keys() and ADVANTAGE_KEY not in proto.batch.keys()
     # Advantages that changed between the pass and the update are caught.
     proto.batch["advantages"] = A.unsqueeze(1) * mask
@@ -207,18 +300,79 @@ def test_verl_registered_policy_loss_fed_a_times_coef_equals_the_coefficient_wei
 
 def test_delta_namespace_is_validated_with_the_setting_named():
     assert delta_settings(OmegaConf.create({})) == DeltaSettings()
-    s = delta_settings(verl_config())
-    assert s.enable and s.pooling == "local" and s.config == DeltaConfig(coef_min=0.8)
+    s = delta_settings(trainer_config(delta={"coef_min": 0.8, "cache_mib": 64}))
+    assert s.enable and s.pooling == "local" and s.config == DeltaConfig(coef_min=0.8) and s.cache_mib == 64
+    assert s.describe() == "DelTA on: K=1, lambda in [0.8, 1.2], pooling=local, proxy=row, cache up to 64 MiB/rank"
     with pytest.raises(ValueError, match="delta.coef_min"):
         DeltaSettings.from_dict({"enable": True, "coef_min": 2.0})
     with pytest.raises(ValueError, match="delta.pooling"):
         DeltaSettings.from_dict({"enable": True, "pooling": "per_group"})
     with pytest.raises(ValueError, match="delta.gama"):
         DeltaSettings.from_dict({"gama": 1})
-    assert DeltaSettings.from_dict({"enable": True, "proxy": "row"}).proxy == "row"
+    with pytest.raises(ValueError, match="delta.cache_mib"):
+        DeltaSettings.from_dict({"enable": True, "cache_mib": -1})
+    with pytest.raises(ValueError, match="delta.offload_cache"):
+        DeltaSettings.from_dict({"enable": True, "offload_cache": "yes"})
     with pytest.raises(ValueError, match="delta.proxy='lm_head' is not available in the verl adapter"):
         DeltaSettings.from_dict({"enable": True, "proxy": "lm_head"})
     with pytest.raises(ValueError, match="adv_estimator=grpo"):
-        check_trainer_supported(verl_config(adv_estimator="gae"))
+        check_trainer_supported(trainer_config(adv_estimator="gae"))
     with pytest.raises(ValueError, match="use_kl_in_reward=False"):
-        check_trainer_supported(verl_config(use_kl_in_reward=True))
+        check_trainer_supported(trainer_config(use_kl_in_reward=True))
+
+
+# --------------------------------------------------------------------------------------------
+# Two data-parallel processes (gloo): the statistics of every rank, and global pooling.
+
+
+def _rank_main(rank, world, init_file, out_dir, pooling):
+    import sys
+
+    sys.path[:0] = [os.path.dirname(__file__), os.path.dirname(os.path.dirname(__file__))]
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    from conftest import TINY
+    from delta_rlvr.models import build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    model = build_tiny_model(tok, TINY)
+    proto = batch(tok, ((0, 2, 4), (1, 3, 5))[rank])
+    group = LocalWorkerGroup(cpu_actor_worker(DeltaActorRolloutRefWorker, model, **LAYOUTS["dynamic_bsz"]))
+    trainer = cpu_trainer(trainer_config(delta={"pooling": pooling}), group)
+    old, _ = trainer._compute_old_log_prob(proto)
+    torch.save({"coef": old.batch[COEF_KEY], "metrics": trainer._delta_metrics},
+               os.path.join(out_dir, f"{pooling}-{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_two_data_parallel_ranks_report_their_mean_statistics_and_pool_globally(char_tokenizer, tiny_config):
+    model = build_tiny_model(char_tokenizer, tiny_config)
+    halves = [batch(char_tokenizer, (0, 2, 4)), batch(char_tokenizer, (1, 3, 5))]
+    with tempfile.TemporaryDirectory() as out:
+        for pooling in ("local", "global"):
+            init = os.path.join(out, f"init-{pooling}")
+            mp.start_processes(_rank_main, args=(2, init, out, pooling), nprocs=2, join=True, start_method="spawn")
+        got = {(p, r): torch.load(os.path.join(out, f"{p}-{r}.pt")) for p in ("local", "global") for r in (0, 1)}
+    # Local pooling: each rank's own coefficients; the logged statistics are the mean over ranks.
+    singles = []
+    for rank, half in enumerate(halves):
+        trainer = cpu_trainer(trainer_config(), LocalWorkerGroup(
+            cpu_actor_worker(DeltaActorRolloutRefWorker, model, **LAYOUTS["dynamic_bsz"])))
+        old, _ = trainer._compute_old_log_prob(half)
+        torch.testing.assert_close(got["local", rank]["coef"], old.batch[COEF_KEY], atol=1e-6, rtol=0)
+        singles.append(trainer._delta_metrics)
+    for rank in (0, 1):
+        m = got["local", rank]["metrics"]
+        assert m["delta/coef_std"] == pytest.approx((singles[0]["delta/coef_std"] + singles[1]["delta/coef_std"]) / 2,
+                                                    abs=1e-6)
+    # Global pooling: the coefficients of one process holding both halves (float64 reference).
+    parts = [reference_hidden(model, half) for half in halves]
+    r = max(p[2].shape[1] for p in parts)
+    pad = lambda x: torch.nn.functional.pad(x, (0, 0) * (x.dim() - 2) + (0, r - x.shape[1]))  # noqa: E731
+    v = torch.cat([pad(grad_proxy(h, lp, m)) for h, lp, m in parts])
+    mask = torch.cat([pad(m) for _, _, m in parts])
+    A = torch.cat([advantages_of(half) for half in halves])
+    want = reference_coefficients(v, A, mask).float()
+    got_global = torch.cat([pad(got["global", rank]["coef"]) for rank in (0, 1)])
+    torch.testing.assert_close(got_global, want, atol=1e-4, rtol=0)
+    assert got["global", 0]["metrics"]["delta/normaliser"] == pytest.approx(got["global", 1]["metrics"]["delta/normaliser"])

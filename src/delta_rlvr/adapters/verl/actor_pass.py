@@ -1,29 +1,35 @@
 """DelTA's coefficient pass inside verl's engine forward (verl 0.9.1, FSDP engine).
 
-Shapes: b responses in a micro-batch, R padded response length, H hidden size, n tokens of a
-micro-batch's packed (no-padding) sequences; B responses of this rank's whole batch.
+Shapes: b responses in a micro-batch, n tokens of its packed (no-padding) sequences, H hidden
+size; s of them are signed response tokens (valid, A != 0).
 
-How it plugs in, without copying engine code:
+How it plugs in, without copying engine code (verl/workers/engine/fsdp/transformer_impl.py):
 - A forward pre-hook on the LM head records its input h (the final-normed hidden state).
   With remove-padding it is the packed (1, n / sp + pad, H) sequence: the engine's own
   ``_gather_and_unpad_packed`` gathers it over the Ulysses sequence-parallel group and strips
-  the pad, exactly as it does for the log-probs, so sequence parallelism is respected.
-  Without remove-padding it is (b, L, H), narrowed to each sequence's length.
-- The engine's ``prepare_model_outputs`` is wrapped on the instance: after it has made the
-  log-probs (at the rollout temperature, which the engine applies), verl's own
-  ``no_padding_2_padding`` slices h and log p to the response tokens, and the proxy
-  v = (1 - p) h is fed to a ``DeltaStream``.
-- Pass 0 is verl's old-log-prob pass itself. The streaming form needs K + 1 more passes over
-  the batch (the proxy of a whole rollout batch does not fit in memory at the paper's 20k-token
-  responses); they rerun the engine's forward. The final pass writes, per token position, the
-  index of that token's coefficient as a model output, so verl's own micro-batch reassembly
-  (dynamic batch sizes included) puts it back in sample order.
+  the pad, exactly as ``prepare_model_outputs`` does for the log-probs. Without remove-padding
+  it is (b, L, H), narrowed to each sequence's length.
+- ``FSDPEngineWithLMHead.prepare_model_outputs`` is wrapped on the instance. After it has made
+  the log-probs (at the rollout temperature, which the engine applies), the wrapper picks the
+  response tokens of the packed rows (the positions verl's ``no_padding_2_padding`` slices) and
+  copies the signed ones' h, 1 - p and A into a `PackedProxyCache`: s x H values in the
+  model's dtype. Nothing padded to ``response_length`` is ever built, and no float32 copy of the
+  proxy exists while the micro-batch's logits are alive.
+- After verl's old-log-prob pass has returned (its logits long freed), every pass of the
+  estimator runs from the cache, with autocast off (`delta_rlvr.core.precision`): zero extra
+  model forwards. If the cache would exceed ``delta.cache_mib``, it is spilled into the
+  estimator's first pass and the K + 1 remaining passes re-run the engine's forward instead.
+- Every forward writes, per token position, a code for that token's coefficient as a model
+  output (the index of the signed token in feeding order, -2 for a zero-advantage token, -1
+  elsewhere), so verl's own micro-batch reassembly (dynamic batch sizes included) puts the
+  coefficients back in sample order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,22 +37,32 @@ from tensordict import TensorDict
 from torch import Tensor
 
 from verl.utils import tensordict_utils as tu
-from verl.workers.utils.padding import no_padding_2_padding
 
-from delta_rlvr.core import DeltaConfig, DeltaStats, DeltaStream, grad_proxy
+from delta_rlvr.core import DeltaConfig, DeltaStats, DeltaStream
+from delta_rlvr.core.packed import PackedProxyCache
+from delta_rlvr.core.precision import full_precision
 
 #: name of the (B,) per-response advantage the driver sends with the old-log-prob call
 ADVANTAGE_KEY = "delta_advantages"
 #: non-tensor key carrying DeltaSettings.as_dict() to the workers
 SETTINGS_KEY = "delta_settings"
-#: per-position model outputs this module adds
+#: non-tensor key carrying the frozen (gamma+, gamma-) with delta.freeze_temperature
+TEMPERATURE_KEY = "delta_temperature"
+#: per-position model output this module adds (popped before the worker returns)
 INDEX_KEY = "delta_index"
 COEF_KEY = "delta_coef"
+#: codes of `INDEX_KEY` other than a signed token's index
+NOT_A_RESPONSE_TOKEN = -1
+ZERO_ADVANTAGE_TOKEN = -2
 
 
-def check_engine_supported(engine: Any, data: TensorDict) -> None:
-    """Refuse engine settings under which the LM head's input cannot be captured."""
-    if tu.get_non_tensor_data(data=data, key="use_fused_kernels", default=False):
+def check_engine_supported(engine: Any, data: TensorDict, *, use_fused_kernels: bool = False) -> None:
+    """Refuse engine settings under which the LM head's input cannot be captured.
+
+    ``use_fused_kernels`` is the engine config's value: ``TrainingWorker.infer_batch`` adds it
+    to the data only later, so the data alone does not say whether the fused kernel will run.
+    """
+    if tu.get_non_tensor_data(data=data, key="use_fused_kernels", default=use_fused_kernels):
         raise ValueError(
             "DelTA (delta.enable=true) does not support actor_rollout_ref.model.use_fused_kernels=True: "
             "the fused kernel reads lm_head.weight directly, so the LM head's input is never seen. "
@@ -67,38 +83,78 @@ def _lm_head(module: torch.nn.Module) -> torch.nn.Module:
     return head
 
 
-class ProxyFeeder:
-    """Feeds each micro-batch's proxy to the stream; in the final pass, emits coefficient indices."""
+def response_positions(micro_batch: TensorDict) -> tuple[Tensor, Tensor, Tensor]:
+    """Rows of the packed (n, ...) outputs that predict response tokens, and each one's sample.
 
-    def __init__(self, stream: DeltaStream) -> None:
-        self.stream = stream
-        self.offset = 0  # coefficients emitted so far in the final pass (feeding order)
+    The output at packed row j predicts token j + 1, so response token t of sample i (whose
+    packed sequence ends at offset e_i, with r_i response tokens) is predicted by row
+    e_i - r_i - 1 + t: the slice ``no_padding_2_padding`` takes.
 
-    def feed(self, rows: Tensor, log_probs: Tensor, micro_batch: TensorDict) -> Tensor | None:
-        """rows (n, H) head inputs and log_probs (nested, n values) of one micro-batch."""
-        h = no_padding_2_padding(rows, micro_batch)  # (b, R, H): h_t predicts response token t
-        logp = no_padding_2_padding(log_probs, micro_batch).float()  # (b, R)
-        mask = micro_batch["response_mask"].bool()  # (b, R)
-        advantages = micro_batch[ADVANTAGE_KEY].float()  # (b,)
-        final = self.stream.phase == "final"
-        self.stream.update(grad_proxy(h, logp, mask), advantages, mask)
-        if not final:
-            return None
-        b, r = mask.shape
-        index = self.offset + torch.arange(b * r, device=mask.device).reshape(b, r)
-        self.offset += b * r
-        return _response_to_positions(index, micro_batch)
-
-
-def _response_to_positions(values: Tensor, micro_batch: TensorDict) -> Tensor:
-    """Inverse of ``no_padding_2_padding``: (b, R) response values -> nested per-position tensor
-    (value at the position whose output predicts the token; -1 elsewhere)."""
+    Returns:
+        rows, sample and token (m,) int64 each, m = sum of response lengths, in sample order:
+        the packed row, the sample and the index of the token within its response.
+    """
     offsets = micro_batch["input_ids"].offsets()
-    response_lens = micro_batch["attention_mask"][:, micro_batch["prompts"].shape[1] :].sum(dim=1)
-    flat = torch.full((int(offsets[-1]),), -1, dtype=torch.int64, device=values.device)
-    for i, (resp_len, end) in enumerate(zip(response_lens.tolist(), offsets[1:].tolist())):
-        flat[end - resp_len - 1 : end - 1] = values[i, :resp_len]
-    return torch.nested.nested_tensor_from_jagged(flat, offsets.to(flat.device))
+    response_lens = micro_batch["attention_mask"][:, micro_batch["prompts"].shape[1] :].sum(dim=1).to(offsets.device)
+    ends = offsets[1:]
+    sample = torch.repeat_interleave(torch.arange(len(response_lens), device=offsets.device), response_lens)
+    starts = ends - response_lens - 1  # row predicting each sample's first response token
+    first = torch.cumsum(response_lens, 0) - response_lens  # index of that token among the m
+    t = torch.arange(int(response_lens.sum()), device=offsets.device) - first[sample]
+    return starts[sample] + t, sample, t
+
+
+@dataclass
+class PassOptions:
+    """How the pass keeps the proxy: ``cache_mib`` caps the packed cache (None = no cap, 0 =
+    always stream); ``offload`` keeps it in CPU memory."""
+
+    cache_mib: float | None = None
+    offload: bool = False
+
+
+class ProxyFeeder:
+    """Feeds each micro-batch's signed response tokens to the cache (first forward) or to the
+    stream (re-forwards after a spill), and emits the per-position coefficient codes."""
+
+    def __init__(self, stream: DeltaStream, cache: PackedProxyCache) -> None:
+        self.stream = stream
+        self.cache = cache
+        self.streaming = False  # True once the cache has spilled: each pass re-runs the forward
+        self.first_forward = True
+        self.offset = 0  # signed tokens seen so far in this forward (feeding order)
+
+    def start_forward(self) -> None:
+        self.offset = 0
+
+    def feed(self, rows: Tensor, log_probs: Tensor, micro_batch: TensorDict) -> Tensor:
+        """rows (n, H) head inputs and log_probs (nested, n values) of one micro-batch; returns
+        the nested per-position codes."""
+        position, sample, token = response_positions(micro_batch)
+        valid = micro_batch["response_mask"].bool().to(position.device)[sample, token]  # verl's loss mask
+        advantages = micro_batch[ADVANTAGE_KEY].float().to(rows.device)[sample.to(rows.device)]
+        position, advantages = position[valid], advantages[valid.to(advantages.device)]
+        hidden = rows.index_select(0, position.to(rows.device))  # (m_valid, H), a copy
+        logp = log_probs.values().index_select(0, position.to(log_probs.device)).float()
+        signed = advantages != 0
+        codes = torch.full((int(micro_batch["input_ids"].offsets()[-1]),), NOT_A_RESPONSE_TOKEN, dtype=torch.int64,
+                           device=position.device)
+        n_signed = int(signed.sum())
+        codes[position[~signed.to(position.device)]] = ZERO_ADVANTAGE_TOKEN
+        codes[position[signed.to(position.device)]] = self.offset + torch.arange(n_signed, device=position.device)
+        self.offset += n_signed
+        if self.first_forward and not self.streaming:
+            if self.cache.add(hidden, logp, advantages):
+                return self._nested(codes, micro_batch)
+            self.cache.spill(self.stream)  # over the cap: from here on, stream
+            self.streaming = True
+        v = hidden[signed].float() * (-torch.expm1(logp[signed])).unsqueeze(1)
+        self.stream.update_tokens(v, advantages[signed], zero_advantage_tokens=int((~signed).sum()))
+        return self._nested(codes, micro_batch)
+
+    @staticmethod
+    def _nested(codes: Tensor, micro_batch: TensorDict) -> Tensor:
+        return torch.nested.nested_tensor_from_jagged(codes, micro_batch["input_ids"].offsets().to(codes.device))
 
 
 @contextmanager
@@ -109,6 +165,7 @@ def capture_proxy(engine: Any, feeder: ProxyFeeder) -> Iterator[None]:
     def grab(module: torch.nn.Module, args: tuple) -> None:
         seen.append(args[0].detach())
 
+    had_own = "prepare_model_outputs" in vars(engine)
     original = engine.prepare_model_outputs
 
     def prepare_model_outputs(output, output_args, micro_batch, logits_processor_func):
@@ -116,16 +173,20 @@ def capture_proxy(engine: Any, feeder: ProxyFeeder) -> Iterator[None]:
             output=output, output_args=output_args, micro_batch=micro_batch, logits_processor_func=logits_processor_func
         )
         if len(seen) != 1:
-            raise RuntimeError(f"DelTA: expected one LM-head call per micro-batch, saw {len(seen)}")
+            raise RuntimeError(
+                f"DelTA: expected one LM-head call per micro-batch, saw {len(seen)}; the model's forward does not "
+                "go through its output embeddings (a fused or custom head?). Set "
+                "actor_rollout_ref.model.use_fused_kernels=False and use a transformers *ForCausalLM model."
+            )
         h = seen.pop()
-        if tu.get_non_tensor_data(data=micro_batch, key="use_remove_padding", default=True):
-            rows = engine._gather_and_unpad_packed(h.squeeze(0), output_args["pad_size"])  # (n, H)
-        else:
-            lengths = micro_batch["input_ids"].offsets().diff().tolist()
-            rows = torch.cat([h[i, :length] for i, length in enumerate(lengths)])  # (n, H)
-        index = feeder.feed(rows, model_output["log_probs"], micro_batch)
-        if index is not None:
-            model_output[INDEX_KEY] = index
+        with full_precision():  # the engine runs this under torch.autocast(bf16)
+            if tu.get_non_tensor_data(data=micro_batch, key="use_remove_padding", default=True):
+                rows = engine._gather_and_unpad_packed(h.squeeze(0), output_args["pad_size"])  # (n, H)
+            else:
+                lengths = micro_batch["input_ids"].offsets().diff().tolist()
+                rows = torch.cat([h[i, :length] for i, length in enumerate(lengths)])  # (n, H)
+            del h
+            model_output[INDEX_KEY] = feeder.feed(rows, model_output["log_probs"], micro_batch)
         return model_output
 
     handle = _lm_head(engine.module).register_forward_pre_hook(grab)
@@ -134,7 +195,24 @@ def capture_proxy(engine: Any, feeder: ProxyFeeder) -> Iterator[None]:
         yield
     finally:
         handle.remove()
-        del engine.prepare_model_outputs  # back to the class's method
+        if had_own:
+            engine.prepare_model_outputs = original
+        else:
+            del engine.prepare_model_outputs  # back to the class's method
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What `delta_passes` returns: the first forward's output, the coefficients (nested, per
+    position, matching its log_probs layout; None where the output is None), the statistics,
+    how many forwards ran and the cache's peak size."""
+
+    output: TensorDict | None
+    coef: Tensor | None
+    stats: DeltaStats
+    forwards: int
+    cache_peak_bytes: int
+    streamed: bool
 
 
 def delta_passes(
@@ -142,36 +220,54 @@ def delta_passes(
     infer: Callable[[], TensorDict | None],
     config: DeltaConfig,
     *,
+    options: PassOptions = PassOptions(),
     reduce: Callable[[Tensor], Tensor] | None = None,
-) -> tuple[TensorDict | None, Tensor | None, DeltaStats]:
-    """Run the old-log-prob pass with DelTA pass 0 in it, then the stream's remaining passes.
+    temperature: Tensor | None = None,
+) -> PassResult:
+    """Run the old-log-prob pass with DelTA's capture in it, then the estimator's passes.
 
     Args:
         engine: verl's FSDP engine (``TrainingWorker.engine``).
         infer: runs the engine over this rank's whole batch once and returns its output
-            (``None`` on ranks that return nothing); called ``DeltaStream(config).num_passes``
-            times, the first call being the old-log-prob pass whose output is returned.
+            (``None`` on ranks that return nothing). Called once when the cache holds the batch
+            (the old-log-prob pass itself), otherwise ``DeltaStream(config).num_passes`` times.
         reduce: None = per-rank statistics; a sum all-reduce over the data-parallel group = global.
-
-    Returns:
-        (output of the first call, coef as a nested per-position float32 tensor matching the
-        output's log_probs layout (None where the output is None), statistics).
+            Every rank must take the same path (cache or stream), so with a reduce the
+            decision to stream is itself all-reduced.
+        temperature: (2,) frozen gamma with ``config.freeze_temperature`` (None: measure it).
     """
-    stream = DeltaStream(config, reduce=reduce)
-    feeder = ProxyFeeder(stream)
+    stream = DeltaStream(config, reduce=reduce, temperature=temperature)
+    cache = PackedProxyCache(options.cache_mib, offload=options.offload)
+    feeder = ProxyFeeder(stream, cache)
+    forwards = 0
     with capture_proxy(engine, feeder):
         output = infer()
-        stream.end_pass()
+        forwards += 1
+        feeder.first_forward = False
         last = output
-        while not stream.done:
-            last = infer()
+        if reduce is not None:  # all ranks stream if any rank had to
+            feeder.streaming = bool(reduce(torch.tensor([float(feeder.streaming)], dtype=torch.float64)).item() > 0)
+            if feeder.streaming and cache.nbytes:
+                cache.spill(stream)
+        if feeder.streaming:
             stream.end_pass()
-    result = stream.result()
+            while not stream.done:
+                feeder.start_forward()
+                last = infer()
+                forwards += 1
+                stream.end_pass()
+            result = stream.result()
+        else:
+            result = cache.run(stream)
     if output is None or last is None:
-        return output, None, result.stats
-    flat = torch.cat([c.reshape(-1) for c in result.coef]).cpu()
-    index = last[INDEX_KEY]
+        return PassResult(output, None, result.stats, forwards, cache.peak_nbytes, feeder.streaming)
+    flat = PackedProxyCache.coefficients(result).cpu()
+    zero = result.zero_advantage_coef.cpu()
+    index = last.pop(INDEX_KEY)
+    if last is not output:
+        output.pop(INDEX_KEY, None)
     idx = index.values().cpu()
-    values = torch.where(idx >= 0, flat[idx.clamp_min(0)], torch.zeros((), dtype=flat.dtype))
-    coef = torch.nested.nested_tensor_from_jagged(values, index.offsets().cpu())
-    return output, coef, result.stats
+    values = torch.where(idx >= 0, flat[idx.clamp_min(0)] if flat.numel() else torch.zeros(()),
+                         torch.where(idx == ZERO_ADVANTAGE_TOKEN, zero, torch.zeros(())))
+    coef = torch.nested.nested_tensor_from_jagged(values.float(), index.offsets().cpu())
+    return PassResult(output, coef, result.stats, forwards, cache.peak_nbytes, feeder.streaming)

@@ -11,14 +11,23 @@ needs the advantages during the old-log-prob pass. Two hooks, no copy of ``fit``
 
 Refused (advantages would depend on what the old-log-prob pass has not computed yet): GAE
 (critic values), KL-in-reward (reference log-probs), estimators that read old log-probs, and
-rollout-correction bypass mode (no old-log-prob pass at all).
+rollout-correction bypass mode (no old-log-prob pass at all). Also refused: policy losses that
+are not positively homogeneous in the advantage (``clip_cov``, ``kl_cov``, ``geo_mean``,
+``dro``, and any loss not on `HOMOGENEOUS_LOSSES`), and rollout rejection sampling
+(``rollout_correction.rollout_rs``), which drops tokens from the loss after the coefficients
+were normalised over them.
+
+The frozen gamma of ``delta.freeze_temperature`` (measured on the first batch, averaged over
+data-parallel ranks) is kept here, sent with every old-log-prob call, and saved in each
+checkpoint folder as ``delta_state.json``, so a resumed run keeps the first run's gamma.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
-import numpy as np
 import torch
 
 from verl import DataProto
@@ -26,11 +35,23 @@ from verl.trainer.ppo.ray_trainer import RayPPOTrainer, compute_advantage
 from verl.trainer.ppo.reward import extract_reward
 from verl.utils import tensordict_utils as tu
 
-from delta_rlvr.adapters.verl.actor_pass import ADVANTAGE_KEY, COEF_KEY, SETTINGS_KEY
+from delta_rlvr.adapters.verl.actor_pass import ADVANTAGE_KEY, COEF_KEY, SETTINGS_KEY, TEMPERATURE_KEY
 from delta_rlvr.adapters.verl.settings import DeltaSettings, delta_settings
+from delta_rlvr.adapters.verl.worker import INITIAL_TEMPERATURE_KEY, METRICS_KEY
 
 #: estimators whose advantage needs values or old log-probs, both computed after the pass.
 NEEDS_LATER_INPUTS = ("gae", "optimal_token_baseline", "tir_optimal_token_baseline")
+
+#: verl 0.9.1 policy losses (verl/trainer/ppo/core_algos.py, register_policy_loss) whose
+#: per-token loss is positively homogeneous in the advantage: the clip branch, SAPO's gate
+#: temperature and DPPO's trust-region mask depend on the sign of A only, so
+#: loss(A x coef) = coef x loss(A) for coef > 0. Not so clip_cov / kl_cov (tokens picked by a
+#: covariance involving A), geo_mean (a geometric mean over the response's tokens) and dro
+#: (a quadratic log-ratio term that does not scale with A).
+HOMOGENEOUS_LOSSES = ("vanilla", "gspo", "sapo", "gpg", "cispo", "dppo_tv", "dppo_kl")
+
+#: file in each checkpoint folder (global_step_N/) holding the adapter's state
+STATE_FILE = "delta_state.json"
 
 
 def check_trainer_supported(config: Any) -> None:
@@ -52,6 +73,23 @@ def check_trainer_supported(config: Any) -> None:
         raise ValueError(
             "DelTA (delta.enable=true) computes its coefficients in the old-log-prob pass, which "
             "algorithm.rollout_correction.bypass_mode=True skips; set it to False"
+        )
+    if rollout_corr is not None and rollout_corr.get("rollout_rs", None):
+        raise ValueError(
+            f"DelTA (delta.enable=true) does not support algorithm.rollout_correction.rollout_rs="
+            f"{rollout_corr.get('rollout_rs')!r}: rejection sampling rewrites response_mask after the "
+            "coefficient pass, so the coefficients would be normalised over tokens the loss drops (and a "
+            "wholly rejected response has no valid token left). Set algorithm.rollout_correction.rollout_rs=null "
+            "(importance weights, rollout_is, are supported)."
+        )
+    actor = config.get("actor_rollout_ref", {}).get("actor", {}) or {}
+    loss_mode = (actor.get("policy_loss", {}) or {}).get("loss_mode", "vanilla")
+    if loss_mode not in HOMOGENEOUS_LOSSES:
+        raise ValueError(
+            f"DelTA (delta.enable=true) does not support actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode!r}: "
+            "DelTA is handed to verl as per-token advantages A x coef, which equals weighting the per-token loss "
+            f"only for losses positively homogeneous in A. Use one of {', '.join(HOMOGENEOUS_LOSSES)} "
+            "('vanilla' is the paper's DAPO loss)."
         )
 
 
@@ -110,35 +148,51 @@ class DeltaRayPPOTrainer(RayPPOTrainer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.delta: DeltaSettings = delta_settings(self.config)
+        self._delta_metrics: dict[str, float] = {}
+        self._delta_gamma: list[float] | None = None  # frozen (gamma+, gamma-), freeze_temperature only
         if self.delta.enable:
             check_trainer_supported(self.config)
-        self._delta_metrics: dict[str, float] = {}
+            print(self.delta.describe(), flush=True)  # the driver log's proof that DelTA runs
 
     def _compute_old_log_prob(self, batch: DataProto):
         if not self.delta.enable:
             return super()._compute_old_log_prob(batch)
         batch.batch[ADVANTAGE_KEY] = outcome_advantages(batch, self.config)
         batch.meta_info[SETTINGS_KEY] = self.delta.as_dict()
+        if self._delta_gamma is not None:
+            batch.meta_info[TEMPERATURE_KEY] = {"pos": self._delta_gamma[0], "neg": self._delta_gamma[1]}
         worker_group = self.actor_rollout_wg
         captured: dict[str, Any] = {}
+        # verl binds worker-group methods per instance (WorkerGroup._bind_worker_method, setattr):
+        # wrap that attribute for this one call and put the very same object back afterwards.
         upstream = worker_group.compute_log_prob
 
         def compute_log_prob(data):
             captured["data"], captured["out"] = data, upstream(data)
             return captured["out"]
 
-        worker_group.compute_log_prob = compute_log_prob  # this call only; removed below
+        worker_group.compute_log_prob = compute_log_prob
         try:
             old_log_prob, mfu = super()._compute_old_log_prob(batch)
         finally:
-            del worker_group.compute_log_prob
+            worker_group.compute_log_prob = upstream
             batch.meta_info.pop(SETTINGS_KEY, None)
+            batch.meta_info.pop(TEMPERATURE_KEY, None)
         from verl.workers.utils.padding import no_padding_2_padding
 
-        coef = no_padding_2_padding(tu.get(captured["out"], COEF_KEY), captured["data"])  # (B, R)
+        out = captured["out"]
+        if COEF_KEY not in out.keys():
+            raise RuntimeError(
+                "DelTA: the actor workers returned no coefficients: they are not DeltaActorRolloutRefWorker. "
+                "Launch with python -m delta_rlvr.adapters.verl.main (it swaps the worker class in)."
+            )
+        coef = no_padding_2_padding(tu.get(out, COEF_KEY), captured["data"])  # (B, R)
         old_log_prob.batch[COEF_KEY] = coef.float() * batch.batch["response_mask"].float()
-        per_rank = tu.get(captured["out"], "delta_metrics")
-        self._delta_metrics = _mean_over_ranks(per_rank)
+        # Already averaged over data-parallel ranks by the workers (verl keeps rank 0's value).
+        self._delta_metrics = dict(tu.get(out, METRICS_KEY) or {})
+        if self.delta.config.freeze_temperature and self._delta_gamma is None:
+            initial = tu.get(out, INITIAL_TEMPERATURE_KEY)
+            self._delta_gamma = [float(initial["pos"]), float(initial["neg"])]
         return old_log_prob, mfu
 
     def _update_actor(self, batch: DataProto) -> DataProto:
@@ -149,12 +203,51 @@ class DeltaRayPPOTrainer(RayPPOTrainer):
         output.meta_info["metrics"].update(self._delta_metrics)
         return output
 
+    # ----------------------------------------------------------------------------------------
+    # The adapter's own state in verl's checkpoints.
 
-def _mean_over_ranks(per_rank: Any) -> dict[str, float]:
-    """Worker outputs concatenate non-tensor values across ranks: a dict or a list of dicts."""
-    items = per_rank if isinstance(per_rank, list | tuple) else [per_rank]
-    items = [m for m in items if isinstance(m, dict)]
-    if not items:
+    def _save_checkpoint(self):
+        result = super()._save_checkpoint()
+        if self.delta.enable:
+            folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
+            save_state(folder, {"frozen_temperature": self._delta_gamma})
+        return result
+
+    def _load_checkpoint(self):
+        result = super()._load_checkpoint()
+        if self.delta.enable and self.global_steps > 0:
+            state = load_state(self._resumed_folder())
+            if state.get("frozen_temperature") is not None:
+                self._delta_gamma = [float(x) for x in state["frozen_temperature"]]
+        return result
+
+    def _resumed_folder(self) -> str:
+        """The folder ``RayPPOTrainer._load_checkpoint`` resumed from (same resolution rules)."""
+        trainer = self.config.trainer
+        if trainer.resume_mode == "resume_path" and trainer.get("resume_from_path"):
+            folder = trainer.resume_from_path
+        else:
+            folder = os.path.join(trainer.default_local_dir, f"global_step_{self.global_steps}")
+        return folder if os.path.isabs(folder) else os.path.join(os.getcwd(), folder)
+
+
+def save_state(folder: str, state: dict[str, Any]) -> None:
+    """Write ``STATE_FILE`` into a checkpoint folder atomically (temp file, then rename)."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, STATE_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(state, f)
+    os.replace(tmp, path)
+
+
+def load_state(folder: str) -> dict[str, Any]:
+    """The adapter's state of a checkpoint folder; {} for checkpoints written without DelTA."""
+    path = os.path.join(folder, STATE_FILE)
+    if not os.path.exists(path):
         return {}
-    keys = sorted(set().union(*items))
-    return {k: float(np.nanmean([m.get(k, np.nan) for m in items])) for k in keys}
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise RuntimeError(f"DelTA: cannot read {path} ({err}); delete it to re-measure the frozen gamma") from None

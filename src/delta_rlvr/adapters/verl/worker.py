@@ -1,10 +1,13 @@
 """``DeltaActorRolloutRefWorker``: verl's actor worker with DelTA in its old-log-prob pass.
 
 One method is overridden, ``compute_log_prob`` (re-registered with verl's own dispatch so the
-driver calls it exactly as before). Without ``delta_settings`` in the call it is verl's method.
+driver calls it exactly as before). Without ``delta_settings`` in the call it is verl's method
+(the reference-policy call of LoRA runs, the trainer's validation, any stock caller).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from tensordict import TensorDict
@@ -14,8 +17,40 @@ from verl.utils import tensordict_utils as tu
 from verl.utils.profiler import DistProfiler
 from verl.workers.engine_workers import ActorRolloutRefWorker
 
-from delta_rlvr.adapters.verl.actor_pass import COEF_KEY, SETTINGS_KEY, check_engine_supported, delta_passes
+from delta_rlvr.adapters.verl.actor_pass import (
+    COEF_KEY,
+    SETTINGS_KEY,
+    TEMPERATURE_KEY,
+    PassOptions,
+    check_engine_supported,
+    delta_passes,
+)
 from delta_rlvr.adapters.verl.settings import DeltaSettings
+
+#: non-tensor output keys: the statistics (averaged over data-parallel ranks) and gamma^(0)
+METRICS_KEY = "delta_metrics"
+INITIAL_TEMPERATURE_KEY = "delta_initial_temperature"
+
+
+def _group_reduce(group, device):
+    """Sum all-reduce over ``group`` on the collective's device (NCCL needs CUDA tensors)."""
+
+    def reduce(t: torch.Tensor) -> torch.Tensor:
+        out = t.detach().to(device=device, copy=True)
+        torch.distributed.all_reduce(out, op=torch.distributed.ReduceOp.SUM, group=group)
+        return out.to(t.device)
+
+    return reduce
+
+
+def mean_over_ranks(values: dict[str, float], reduce) -> dict[str, float]:
+    """NaN-aware mean of each value over the ranks ``reduce`` sums over (same keys on every rank)."""
+    names = sorted(values)
+    x = torch.tensor([values[n] for n in names], dtype=torch.float64)
+    finite = torch.isfinite(x)
+    summed = reduce(torch.cat([torch.where(finite, x, torch.zeros_like(x)), finite.double()]))
+    total, count = summed[: len(names)], summed[len(names) :]
+    return {n: (float(t / c) if c > 0 else math.nan) for n, t, c in zip(names, total.tolist(), count.tolist())}
 
 
 class DeltaActorRolloutRefWorker(ActorRolloutRefWorker):
@@ -25,30 +60,53 @@ class DeltaActorRolloutRefWorker(ActorRolloutRefWorker):
         raw = tu.get_non_tensor_data(data=data, key=SETTINGS_KEY, default=None)
         if raw is None:
             return super().compute_log_prob(data)
-        settings = DeltaSettings.from_dict(raw)
-        engine = self.actor.engine
-        check_engine_supported(engine, data)
-        reduce = None
-        if settings.pooling == "global":
-            group = engine.get_data_parallel_group()
+        return delta_compute_log_prob(self, data, raw)
 
-            def reduce(t: torch.Tensor) -> torch.Tensor:
-                out = t.clone()
-                torch.distributed.all_reduce(out, op=torch.distributed.ReduceOp.SUM, group=group)
-                return out
 
-        calls = iter(range(1 << 30))
+def delta_compute_log_prob(worker: ActorRolloutRefWorker, data: TensorDict, raw: dict) -> TensorDict | None:
+    """The body of ``DeltaActorRolloutRefWorker.compute_log_prob`` with DelTA settings ``raw``."""
+    settings = DeltaSettings.from_dict(raw)
+    actor = worker.actor  # verl's TrainingWorker
+    engine = actor.engine
+    check_engine_supported(engine, data, use_fused_kernels=bool(actor.engine_config.use_fused_kernels))
+    if torch.distributed.is_initialized():
+        group = engine.get_data_parallel_group()
+        dp_reduce = _group_reduce(group, _collective_device(group))
+    else:  # one process
+        def dp_reduce(t: torch.Tensor) -> torch.Tensor:
+            return t.clone()
+    frozen = tu.get_non_tensor_data(data=data, key=TEMPERATURE_KEY, default=None)
+    temperature = None if frozen is None else torch.tensor([frozen["pos"], frozen["neg"]], dtype=torch.float64)
+    def infer() -> TensorDict | None:
+        # verl's own old-log-prob pass (the first call); after a spill, the re-forwards go
+        # through the same method, so they see exactly what it sees (router replay included).
+        return ActorRolloutRefWorker.compute_log_prob(worker, data.copy())
 
-        def infer() -> TensorDict | None:
-            # The first call is verl's own old-log-prob pass; the others only re-run the forward.
-            batch = data.copy()
-            if next(calls) == 0:
-                return super(DeltaActorRolloutRefWorker, self).compute_log_prob(batch)
-            return self.actor.infer_batch(batch)
+    result = delta_passes(
+        engine, infer, settings.config,
+        options=PassOptions(cache_mib=settings.cache_mib, offload=settings.offload_cache),
+        reduce=dp_reduce if settings.pooling == "global" else None,
+        temperature=temperature,
+    )
+    metrics = result.stats.as_metrics("delta/")
+    metrics["delta/forwards"] = float(result.forwards)
+    metrics["delta/cache_mib"] = result.cache_peak_bytes / 2**20
+    gamma0 = result.stats.temperature[0].double().tolist()
+    metrics["_gamma0_pos"], metrics["_gamma0_neg"] = gamma0
+    metrics = mean_over_ranks(metrics, dp_reduce)  # every rank's statistics, not rank 0's alone
+    initial = {"pos": metrics.pop("_gamma0_pos"), "neg": metrics.pop("_gamma0_neg")}  # a dict: lists become stacks
+    output = result.output
+    if output is None:
+        return None
+    output[COEF_KEY] = result.coef
+    tu.assign_non_tensor(output, **{METRICS_KEY: metrics, INITIAL_TEMPERATURE_KEY: initial})
+    return output
 
-        output, coef, stats = delta_passes(engine, infer, settings.config, reduce=reduce)
-        if output is None:
-            return None
-        output[COEF_KEY] = coef
-        tu.assign_non_tensor(output, delta_metrics=stats.as_metrics("delta/"))
-        return output
+
+def _collective_device(group) -> torch.device:
+    """Where the group's collectives run: CPU for gloo, the current accelerator otherwise."""
+    if torch.distributed.get_backend(group) == "gloo":
+        return torch.device("cpu")
+    from verl.utils.device import get_device_id, get_device_name
+
+    return torch.device(get_device_name(), get_device_id())
