@@ -160,3 +160,17 @@ def test_bad_chunks_are_refused_with_the_expected_shapes():
         PackedProxyCache(-1)
     with pytest.raises(ValueError, match="zero_advantage_tokens"):
         DeltaStream(DeltaConfig()).update_tokens(torch.zeros(2, 4), torch.ones(2), zero_advantage_tokens=-1)
+
+
+def test_a_cached_run_measures_gamma_in_a_pass_of_its_own_instead_of_h_by_h_moments():
+    # Passes over the cache cost no forward; the (2, H, H) float64 moments would cost 16 H^2 bytes.
+    hidden, logp, adv, mask = rollout(6)
+    cache, stream = PackedProxyCache(), DeltaStream(DeltaConfig())
+    assert stream.num_passes == 3  # streamed from forwards: gamma^(0) from second moments
+    fill(cache, hidden, logp, adv, mask)
+    result = cache.run(stream)
+    assert stream.num_passes == 4  # moments (first order), measure, refine, final
+    want = delta_coefficients(grad_proxy(hidden, logp, mask), adv, mask)
+    torch.testing.assert_close(result.stats.temperature, want.stats.temperature, atol=1e-6, rtol=1e-6)
+    with pytest.raises(RuntimeError, match="before the first update"):
+        stream.measure_gamma_directly()

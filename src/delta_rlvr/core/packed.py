@@ -14,7 +14,10 @@ gives exactly the coefficients of the padded one-shot form (tests/core/test_pack
 Memory: N_signed x (H x itemsize(h) + 8) bytes, on the tokens' device or, with
 ``offload=True``, in CPU memory (chunks travel back one at a time). When a cap is set and the
 batch would exceed it, `add` refuses the chunk and the caller falls back to the streaming form
-(`spill` feeds what was cached to the stream's first pass and frees it).
+(`spill` feeds what was cached to the stream's first pass and frees it). Passes over the cache
+cost no forward, so `run` measures gamma^(0) with a pass of its own rather than from the
+stream's (2, H, H) float64 second moments: the estimator's own memory stays O(H) plus one
+chunk of at most `CHUNK_ELEMENTS` floats.
 """
 
 from __future__ import annotations
@@ -95,6 +98,47 @@ class PackedProxyCache:
         self.zero_advantage_tokens += zero
         return True
 
+    def add_vectors(self, vectors: Tensor, advantages: Tensor, *, zero_advantage_tokens: int = 0) -> bool:
+        """Offer one chunk of ready-made proxy vectors (proxies other than (1 - p) h, such as
+        topk_hidden): vectors (n, H) (kept in their dtype; float32 for the computed proxies),
+        advantages (n,) per token. Rows with A = 0 are only counted, as in `add`, and so are
+        ``zero_advantage_tokens`` further valid tokens with A = 0 that were not passed.
+
+        Returns False (storing nothing) when the cap would be exceeded, as `add`.
+        """
+        if vectors.dim() != 2 or advantages.shape != vectors.shape[:1]:
+            raise ValueError(
+                f"PackedProxyCache.add_vectors: expected vectors (n, H) and advantages (n,), got "
+                f"{tuple(vectors.shape)} and {tuple(advantages.shape)}"
+            )
+        if isinstance(zero_advantage_tokens, bool) or int(zero_advantage_tokens) != zero_advantage_tokens or zero_advantage_tokens < 0:
+            raise ValueError(
+                f"PackedProxyCache.add_vectors: zero_advantage_tokens must be an integer >= 0, got {zero_advantage_tokens!r}"
+            )
+        if self.overflowed:
+            return False
+        signed = advantages != 0
+        n_signed = int(signed.sum())
+        zero = vectors.shape[0] - n_signed + int(zero_advantage_tokens)
+        size = n_signed * (vectors.shape[1] * vectors.element_size() + 8)
+        if self.cap_bytes is not None and self.nbytes + size > self.cap_bytes:
+            self.overflowed = True
+            return False
+        index = signed.nonzero().squeeze(1)
+        rows = vectors.detach().index_select(0, index)
+        scale = torch.ones(n_signed, dtype=torch.float32, device=rows.device)  # v is stored as is: v x 1
+        adv = advantages.detach().float().index_select(0, index)
+        device = rows.device
+        if self.offload:
+            pin = torch.cuda.is_available()
+            rows, scale, adv = (t.to("cpu").pin_memory() if pin else t.to("cpu") for t in (rows, scale, adv))
+        self._chunks.append(_Chunk(rows, scale, adv, zero, device))
+        self.nbytes += size
+        self.peak_nbytes = max(self.peak_nbytes, self.nbytes)
+        self.signed_tokens += n_signed
+        self.zero_advantage_tokens += zero
+        return True
+
     def _feed(self, stream: DeltaStream) -> None:
         """One pass: every cached chunk into the stream, in order, CHUNK_ELEMENTS at a time."""
         for chunk in self._chunks:
@@ -118,6 +162,8 @@ class PackedProxyCache:
         is the signed tokens' coefficients in the order they were added (`coefficients`)."""
         if self.overflowed:
             raise RuntimeError("PackedProxyCache.run: the cache overflowed its cap; stream the passes instead")
+        if not stream._pass and stream._acc is None:  # a fresh stream: passes are free, H x H memory is not
+            stream.measure_gamma_directly()
         while not stream.done:
             self._feed(stream)
             stream.end_pass()

@@ -96,7 +96,9 @@ class DeltaStream:
         self._reduce = reduce
         self._fixed_gamma = temperature
         self._generator = generator
-        self._phases = self._plan(config)
+        # gamma^(0) from sum v v^T (no pass of its own) only where the margin is affine in v
+        self._second_moments = config.contrast == "two_sided" and not config.random_coefficients
+        self._phases = self._plan(config, measure=not self._second_moments)
         self._pass = 0
         self._acc: Tensor | None = None  # this pass's flat float64 accumulator
         self._h: int | None = None
@@ -111,14 +113,24 @@ class DeltaStream:
         self._sides: list[Tensor] = []
 
     @staticmethod
-    def _plan(config: DeltaConfig) -> list[tuple[str, int]]:
+    def _plan(config: DeltaConfig, *, measure: bool) -> list[tuple[str, int]]:
         if config.random_coefficients:
             return [("moments", 0), ("final", 0)]
         phases = [("moments", 0)]
-        if config.contrast == "within_side":
+        if measure:
             phases.append(("measure", 0))
         phases += [("refine", k) for k in range(config.refine_steps)]
         return phases + [("final", config.refine_steps)]
+
+    def measure_gamma_directly(self) -> None:
+        """Measure Var(Delta^(0)) with a pass of its own instead of from the (2, H, H) float64
+        second moments of the first pass: one more pass, and memory O(H) instead of O(H^2).
+        Worth it when a pass costs no forward (a cache of the proxy). Only before any update."""
+        if self._pass or self._acc is not None:
+            raise RuntimeError("DeltaStream.measure_gamma_directly: call it before the first update")
+        if self._second_moments:
+            self._second_moments = False
+            self._phases = self._plan(self.config, measure=True)
 
     @property
     def num_passes(self) -> int:
@@ -213,6 +225,9 @@ class DeltaStream:
         counts = torch.stack([valid.sum(), (valid & (side == 0)).sum()]).double()
         if self.config.random_coefficients:
             return torch.cat([counts, side_masses(side, weight)])
+        if not self._second_moments:
+            n_side = torch.stack([(side > 0).sum(), (side < 0).sum()]).double()
+            return torch.cat([counts, side_masses(side, weight), side_weighted_sums(v, side, weight).reshape(-1), n_side])
         second = torch.zeros(2, h, h, dtype=torch.float64, device=v.device)
         first = torch.zeros(2, h, dtype=torch.float64, device=v.device)
         n_side = torch.zeros(2, dtype=torch.float64, device=v.device)
@@ -284,11 +299,11 @@ class DeltaStream:
                 check_finite(sums, "moments pass")
                 o = 4 + 2 * h
                 n_side = acc[o : o + 2]
-                first = acc[o + 2 : o + 2 + 2 * h].reshape(2, h)
-                second = acc[o + 2 + 2 * h :].reshape(2, h, h)
                 self._side_tokens = n_side
                 self._mu = centroids(sums, self._masses0)
-                if self.config.contrast == "two_sided":
+                if self._second_moments:
+                    first = acc[o + 2 : o + 2 + 2 * h].reshape(2, h)
+                    second = acc[o + 2 + 2 * h :].reshape(2, h, h)
                     self._set_initial_gamma(self._gamma_from_moments(n_side, first, second))
             else:
                 self._side_tokens = None
