@@ -14,6 +14,12 @@ VAL=${VAL:?set VAL}
 NNODES=${NNODES:-1}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 SP=${SP:-4}   # Ulysses sequence parallelism, as the authors ran it
+# DelTA's packed cache of the signed tokens' hidden states (bf16, H x 2 + 8 bytes per token):
+# with it the coefficients need no extra forward. Kept in pinned CPU memory here, capped per
+# rank; a batch over the cap streams instead (same coefficients, K + 1 = 2 re-forwards).
+# See docs/adapters.md ("verl: passes and memory") for the sizes at these settings.
+DELTA_CACHE_MIB=${DELTA_CACHE_MIB:-32768}
+DELTA_OFFLOAD=${DELTA_OFFLOAD:-true}
 HERE=$(cd "$(dirname "$0")" && pwd)
 max_prompt=2048
 max_response=20480
@@ -21,6 +27,7 @@ max_response=20480
 python -m delta_rlvr.adapters.verl.main \
     trainer.use_v1=false \
     +delta.enable=true +delta.pooling=${POOLING:-local} +delta.refine_steps=1 +delta.coef_min=0.8 +delta.coef_max=1.2 \
+    +delta.cache_mib=$DELTA_CACHE_MIB +delta.offload_cache=$DELTA_OFFLOAD \
     algorithm.adv_estimator=grpo algorithm.norm_adv_by_std_in_grpo=true \
     algorithm.use_kl_in_reward=false \
     data.train_files="$TRAIN" data.val_files="$VAL" \

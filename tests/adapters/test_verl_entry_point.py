@@ -104,3 +104,43 @@ def test_the_launched_entry_point_builds_the_delta_trainer_whose_workers_get_its
         want = reference_coefficients(grad_proxy(scored.hidden, scored.logp, mask), A, mask, k_steps=2, lo=0.7).float()
         torch.testing.assert_close(step["coef"], want, atol=1e-5, rtol=0)
         torch.testing.assert_close(step["update_advantages"] * mask, step["advantages"] * want, atol=1e-5, rtol=0)
+
+
+def test_a_setting_delta_cannot_honour_stops_the_launch_before_ray_with_the_setting_named(tmp_path):
+    model_dir, data = tiny_run_inputs(tmp_path)
+    run = launch(tmp_path, model_dir, data, "+delta.enable=true", "actor_rollout_ref.actor.policy_loss.loss_mode=clip_cov")
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "error: DelTA (delta.enable=true) does not support actor_rollout_ref.actor.policy_loss.loss_mode='clip_cov'" in run.stderr
+    assert "Traceback" not in run.stderr and "ray init" not in run.stdout
+
+
+@pytest.mark.parametrize("script", ["run_delta_8gpu.sh", "run_delta_multinode.sh"])
+def test_the_example_launch_scripts_compose_into_a_config_the_adapter_accepts(tmp_path, script):
+    # The scripts' `python -m ...` line, captured by a stand-in `python`, composed with verl's
+    # own Hydra config and checked by the entry point's launch checks.
+    from hydra import compose, initialize_config_dir
+    from verl.trainer import main_ppo_v0
+
+    from delta_rlvr.adapters.verl.main import check_launch
+    from delta_rlvr.adapters.verl.settings import delta_settings
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path}/argv\n')
+    (fake / "python").chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake}{os.pathsep}{os.environ['PATH']}", MODEL="m", TRAIN="t.parquet",
+               VAL="v.parquet")
+    env.pop("NNODES", None)
+    if "multinode" in script:
+        env["NNODES"] = "2"
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run(["bash", str(root / "examples" / "verl" / script)], env=env, check=True, timeout=60)
+    argv = (tmp_path / "argv").read_text().splitlines()
+    assert argv[:2] == ["-m", "delta_rlvr.adapters.verl.main"]
+    config_dir = os.path.join(os.path.dirname(main_ppo_v0.__file__), "config")
+    with initialize_config_dir(config_dir=config_dir, version_base=None):
+        config = compose(config_name="ppo_trainer", overrides=argv[2:])
+    check_launch(config)
+    settings = delta_settings(config)
+    assert settings.enable and settings.offload_cache and settings.config.refine_steps == 1
+    assert config.trainer.nnodes == (2 if "multinode" in script else 1)
