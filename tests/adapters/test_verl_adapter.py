@@ -125,10 +125,14 @@ def test_a_second_step_still_finds_the_worker_groups_method(char_tokenizer, tiny
     group = LocalWorkerGroup(cpu_actor_worker(DeltaActorRolloutRefWorker, model, **LAYOUTS["dynamic_bsz"]))
     method = group.compute_log_prob
     trainer = cpu_trainer(trainer_config(), group)
+    trainer.ref_in_actor = True  # LoRA: the reference log-probs come from the same method
     for rows in ((0, 2, 4), (1, 3, 5)):
-        trainer._compute_old_log_prob(batch(char_tokenizer, rows))
+        proto = batch(char_tokenizer, rows)
+        old, _ = trainer._compute_old_log_prob(proto)
         assert group.compute_log_prob is method
-    assert len(group.sent) == 2
+        ref = trainer._compute_ref_log_prob(proto)  # verl's call, no DelTA settings: stock path
+        torch.testing.assert_close(ref.batch["ref_log_prob"], old.batch["old_log_probs"], atol=1e-6, rtol=0)
+    assert len(group.sent) == 4
 
 
 def test_over_the_cache_cap_the_pass_streams_the_same_coefficients_in_k_plus_1_more_forwards(char_tokenizer, tiny_config):
