@@ -9,9 +9,11 @@ from pathlib import Path
 from delta_rlvr import __version__
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from delta_rlvr.train import ConfigError, Trainer, load_config
-    from delta_rlvr.train.report import plot_curves, token_page
+def train_config(args: argparse.Namespace):
+    """The config a `train` command asks for; with --resume, the run's own config.yaml plus the
+    flags, checked so that only the fields `--resume` may change differ (they are recorded)."""
+    from delta_rlvr.train import load_config
+    from delta_rlvr.train.run_folder import record_changes, resume_changes
 
     overrides = list(args.set or [])
     if args.output_dir:
@@ -20,24 +22,50 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"run.max_steps={args.max_steps}")
     if args.seed is not None:
         overrides.append(f"run.seed={args.seed}")
-    try:
-        config = load_config(args.config, overrides)
+    asked = load_config(args.config, overrides)
+    folder = Path(asked.run.output_dir)
+    if not args.resume or not (folder / "config.yaml").is_file():
+        return asked, []
+    saved = load_config(folder / "config.yaml")
+    if args.config is None:  # continue the run's own config, plus only what the flags set
+        asked = load_config(folder / "config.yaml", overrides)
+    changes = resume_changes(saved, asked)
+    return asked, [lambda step: record_changes(folder, step, changes)]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from delta_rlvr.train import Trainer
+    from delta_rlvr.train.report import is_avg_at_k, plot_curves, token_page
+    from delta_rlvr.train.run_folder import prepare_folder, run_lock
+
+    config, after_load = train_config(args)
+    folder = Path(config.run.output_dir)
+    prepare_folder(folder, resume=args.resume, overwrite=args.overwrite)
+    with run_lock(folder):
         trainer = Trainer(config, resume=args.resume)
-    except ConfigError as err:
-        print(f"delta-rlvr train: bad configuration: {err}", file=sys.stderr)
-        return 2
-    history = trainer.train()
-    out = trainer.out
-    plot_curves(out)
-    if trainer.last_batch is not None:
-        token_page(out, trainer.last_batch, trainer.tokenizer, step=trainer.step)
-    evals = [h for h in history if any(k.startswith("eval/avg@") for k in h)]
+        for hook in after_load:
+            hook(trainer.step)
+        history = trainer.train()
+        out = trainer.out
+        plot_curves(out)
+        if trainer.last_batch is not None:
+            token_page(out, trainer.last_batch, trainer.tokenizer, step=trainer.step)
+    evals = [h for h in history if any(is_avg_at_k(k) for k in h)]
     if evals:
-        key = next(k for k in evals[-1] if k.startswith("eval/avg@"))
+        key = next(k for k in evals[-1] if is_avg_at_k(k))
         first = next((h for h in evals if h["step"] == 0), None)
-        before = f"{first[key]:.3f} -> " if first else ""
-        print(f"held-out {key}: {before}{evals[-1][key]:.3f}")
-    print(f"run folder: {out} (metrics.jsonl, tensorboard/, checkpoints/, curves.png, tokens.html)")
+        last = evals[-1]
+        before = f"{first[key]:.3f} (step 0) -> " if first is not None and last is not first else ""
+        print(f"held-out {key}: {before}{last[key]:.3f} (step {last['step']})")
+    written = [name for name in ("metrics.jsonl", "tensorboard/", "checkpoints/", "curves.png", "tokens.html")
+               if (out / name.rstrip("/")).exists() and (name != "checkpoints/" or any((out / "checkpoints").glob("step-*")))]
+    print(f"run folder: {out} ({', '.join(written)})")
+    if trainer.interrupted is not None:
+        import signal
+
+        print(f"stopped by {signal.Signals(trainer.interrupted).name} after step {trainer.step}: checkpoint written; "
+              f"continue with: delta-rlvr train --output-dir {out} --resume", file=sys.stderr)
+        return 128 + trainer.interrupted
     return 0
 
 
@@ -138,24 +166,25 @@ def _add_eval_commands(sub) -> None:
     ev.add_argument("--benchmarks", nargs="+", default=["arithmetic"], metavar="SPEC",
                     help="gsm8k math500 aime24 amc23 | NAME=FILE | FILE | arithmetic[:terms=4,eval_size=100] (default: arithmetic)")
     ev.add_argument("--data-dir", help="folder holding <name>/test.jsonl for the built-in benchmarks (default: the hub)")
-    ev.add_argument("--output-dir", default="runs/eval")
+    ev.add_argument("--output-dir", default="runs/eval", help="where samples.jsonl and the reports go (default runs/eval; rerun to resume)")
     _sampling_args(ev, 16)
     ev.add_argument("--limit", type=int, help="first N problems of each benchmark")
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--template", default="auto", choices=["auto", "raw", "plain", "chat", "few_shot"])
+    ev.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    ev.add_argument("--template", default="auto", choices=["auto", "raw", "plain", "chat", "few_shot"],
+                    help="prompt template (auto: the checkpoint's training template; else raw for the embedded model, chat when the tokenizer has a template, plain otherwise)")
     ev.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"], help="auto: vLLM when installed with CUDA, else transformers")
     ev.add_argument("--batch-problems", type=int, default=8, help="problems per generate call")
-    ev.add_argument("--device", default="auto")
+    ev.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     ev.set_defaults(func=cmd_eval)
 
     cp = sub.add_parser("compare", help="train methods x seeds, evaluate, Mann-Whitney test, plots (resumable)")
     cp.add_argument("--method", action="append", required=True, metavar="SPEC",
                     help="a trainer method (dapo, delta, ...) or LABEL:key=value[,key=value] (repeatable)")
-    cp.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    cp.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of every method (default 0 1 2)")
     cp.add_argument("--config", help="YAML preset shared by every run")
     cp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override shared by every run (repeatable)")
     cp.add_argument("--baseline", help="method label the others are tested against (default: the first)")
-    cp.add_argument("--output-dir", default="runs/compare")
+    cp.add_argument("--output-dir", default="runs/compare", help="study folder: <method>/seed-<s>/ runs and the summary")
     cp.add_argument("--eval-problems", type=int, help="held-out problems (sets task.eval_size, kept out of training)")
     cp.add_argument("--name", default="compare", help="stem of the summary files, so several studies can share --output-dir "
                     "(and its runs: each run is locked while trained)")
@@ -174,15 +203,15 @@ def _add_eval_commands(sub) -> None:
     ins.add_argument("--problems", type=int, default=32, help="held-out task problems when no --prompt is given")
     ins.add_argument("--samples", type=int, help="responses per prompt (default: the run's G)")
     ins.add_argument("--temperature", type=float, help="default: the run's rollout temperature")
-    ins.add_argument("--max-new-tokens", type=int)
-    ins.add_argument("--seed", type=int, default=0)
-    ins.add_argument("--output-dir", default="runs/inspect")
+    ins.add_argument("--max-new-tokens", type=int, help="default: the run's rollout length")
+    ins.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    ins.add_argument("--output-dir", default="runs/inspect", help="where tokens.html and token_cloud.json go")
     ins.add_argument("--show", type=int, default=8, help="responses printed to the terminal")
     ins.add_argument("--min-count", type=int, default=5, help="token types seen fewer times are left out of the cloud")
     ins.add_argument("--top", type=int, default=10, help="rows in the highest and lowest lists")
     ins.add_argument("--no-color", action="store_true", help="print coefficients in brackets instead of ANSI colours")
     ins.add_argument("--color", action="store_true", help="ANSI colours even when stdout is not a terminal")
-    ins.add_argument("--device", default="auto")
+    ins.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     ins.set_defaults(func=cmd_inspect)
 
     au = sub.add_parser("audit-proxy", help="how faithful DelTA's cheap token-gradient proxies are to full-parameter gradients")
@@ -194,14 +223,14 @@ def _add_eval_commands(sub) -> None:
     au.add_argument("--samples", type=int, help="responses per prompt (default: the config's G)")
     au.add_argument("--topk", type=int, default=64, help="K of the topk_hidden proxy (default 64)")
     au.add_argument("--sketch-dim", type=int, default=16384, help="width of the reference count-sketch (default 16384)")
-    au.add_argument("--sketch-seed", type=int, default=0)
+    au.add_argument("--sketch-seed", type=int, default=0, help="seed of the count-sketch hashes (default 0)")
     au.add_argument("--sketch-repeat", type=int, default=1, choices=[0, 1],
                     help="1: also sketch with seed + 1 for the sketch-vs-sketch agreement (doubles its cost); 0: skip")
     au.add_argument("--exact-tokens", type=int, default=16,
                     help="tokens whose exact full gradients measure the sketch's error (default 16; 0: skip)")
     au.add_argument("--seed", type=int, default=0, help="sampling seed")
-    au.add_argument("--output-dir", default="runs/audit")
-    au.add_argument("--device", default="auto")
+    au.add_argument("--output-dir", default="runs/audit", help="where audit.md, audit.json and audit.png go")
+    au.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     au.set_defaults(func=cmd_audit_proxy)
 
 
@@ -215,10 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a policy with RLVR (default: DelTA on the embedded task)")
     train.add_argument("--config", help="YAML preset (see configs/); default: the embedded default")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. --set optim.lr=3e-5 (repeatable)")
-    train.add_argument("--output-dir", help="run folder (metrics, checkpoints, plots)")
-    train.add_argument("--max-steps", type=int)
-    train.add_argument("--seed", type=int)
-    train.add_argument("--resume", action="store_true", help="continue from the run folder's latest complete checkpoint")
+    train.add_argument("--output-dir", help="run folder (metrics, checkpoints, plots); default: the config's run.output_dir")
+    train.add_argument("--max-steps", type=int, help="train to this step (default: the config's run.max_steps)")
+    train.add_argument("--seed", type=int, help="run seed (sampling, data order; default: the config's run.seed)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --output-dir from its newest valid checkpoint, with its own config "
+                       "(only run.max_steps, eval and save cadence, threads and progress may change)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="delete the run already in --output-dir (metrics, checkpoints, plots) and start a new one")
     train.set_defaults(func=cmd_train)
     _add_eval_commands(sub)
     return parser
@@ -230,7 +263,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return args.func(args)
+    from delta_rlvr.data.records import DataError
+    from delta_rlvr.train import ConfigError
+    from delta_rlvr.train.checkpoint import CheckpointError
+
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, CheckpointError) as err:  # a user's mistake or a full disk: no traceback
+        print(f"delta-rlvr {args.command}: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ndelta-rlvr {args.command}: stopped at once; the newest checkpoint in the run folder is intact "
+              "(continue with --resume)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

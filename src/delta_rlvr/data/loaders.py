@@ -127,8 +127,17 @@ def rows_to_records(
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        lines = handle.readlines()
+    raw = Path(path).read_bytes().splitlines(keepends=True)
+    lines = []
+    for number, data in enumerate(raw, start=1):
+        try:
+            lines.append(data.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise DataError(
+                str(path), number, None,
+                f"byte 0x{data[error.start]:02x} at column {error.start + 1} is not UTF-8; save the file as UTF-8 "
+                "(for example: iconv -f latin1 -t utf-8)",
+            ) from None
     for number, text in enumerate(lines, start=1):
         if not text.strip():
             continue
@@ -137,7 +146,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
         except json.JSONDecodeError as error:
             truncated = number == len(lines) and not text.endswith("\n")
             hint = " (the file looks truncated)" if truncated else ""
-            yield number, _BadRow(None, f"invalid JSON: {error.msg} at column {error.colno}{hint}")
+            yield number, _BadRow(None, f"invalid JSON ({error.msg.rstrip(': ')}, column {error.colno}){hint}")
 
 
 def load_jsonl(
@@ -184,7 +193,8 @@ def load_hub(
     except ImportError:
         raise ImportError(
             f"loading {hub_id!r} from the hub needs the `datasets` package (pip install datasets); "
-            "offline, pass a local JSON-lines or Parquet file instead (path=...)"
+            "offline, use a local JSON-lines or Parquet copy instead (on the command line: --data-dir DIR holding "
+            "<name>/test.jsonl, or NAME=FILE; in a training config: task.dataset_path)"
         ) from None
     try:
         dataset = datasets.load_dataset(hub_id, config, split=split)
@@ -192,7 +202,8 @@ def load_hub(
         raise DataError(
             f"hf://{hub_id}", 0, None,
             f"could not load split {split!r} ({type(error).__name__}: {str(error)[:200]}); "
-            "offline, pass a local file instead (path=...)",
+            "offline, use a local JSON-lines or Parquet copy instead (on the command line: --data-dir DIR holding "
+            "<name>/test.jsonl, or NAME=FILE; in a training config: task.dataset_path)",
         ) from None  # fmt: skip
     rows = enumerate(dataset, start=1)
     return rows_to_records(rows, fields, path=f"hf://{hub_id}/{split}", source=source or hub_id, skip_bad_rows=skip_bad_rows)

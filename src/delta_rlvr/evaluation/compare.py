@@ -247,6 +247,9 @@ def run_compare(cfg: CompareConfig) -> list[MethodSummary]:
     from delta_rlvr.evaluation.plots import dynamics, plot_coefficients, plot_curves
     from delta_rlvr.train.tasks import build_task
 
+    for method in cfg.methods:  # every method's config is valid before anything trains
+        for seed in cfg.seeds:
+            run_config(cfg, method, seed)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[tuple[str, int], EvalReport] = {}

@@ -2,16 +2,24 @@
 
 A checkpoint folder `checkpoints/step-NNNNNNNN/` holds the model and tokenizer in Hugging Face
 format, `trainer_state.pt` (optimizer, scheduler, RNG states, step, data position, frozen
-DelTA temperature) and `config.yaml`. A run killed in the middle of a write leaves only a
-`.tmp-*` folder, which resume ignores and removes; the previous complete checkpoint stays.
+DelTA temperature), `config.yaml`, and `manifest.json` (size and SHA-256 of every other file),
+written last. A run killed in the middle of a write leaves only a `.tmp-*` folder, which resume
+ignores and removes; the previous complete checkpoint stays. A checkpoint damaged afterwards
+(a truncated or deleted file) fails its manifest check, and `latest_checkpoint` falls back to
+the newest one that passes, saying which it skipped and why. A failed write (a full disk)
+removes its temporary folder and raises `CheckpointError` naming the folder and the intact
+previous checkpoint.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +28,67 @@ import torch
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 STATE_FILE = "trainer_state.pt"
+MANIFEST = "manifest.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or none could be read; the message says what is intact."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """manifest.json: {relative path: {size, sha256}} of every file in ``folder`` (written last)."""
+    files = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": _sha256(p)}
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    (folder / MANIFEST).write_text(json.dumps({"files": files}, indent=1))
+
+
+def check_checkpoint(folder: Path) -> str | None:
+    """None when ``folder`` is a complete, undamaged checkpoint; else the reason it is not."""
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        return _check_unlisted(folder)
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"its {MANIFEST} is unreadable ({err})"
+    for name, meta in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != meta["size"]:
+            return f"{name} has {path.stat().st_size} bytes, {meta['size']} were written"
+        if _sha256(path) != meta["sha256"]:
+            return f"{name} does not match the checksum written with it"
+    return None
+
+
+def _check_unlisted(folder: Path) -> str | None:
+    """Checkpoints written before manifests existed: the state and the weights must load."""
+    if not (folder / STATE_FILE).is_file():
+        return f"{STATE_FILE} is missing"
+    try:
+        torch.load(folder / STATE_FILE, weights_only=False, map_location="cpu")
+    except Exception as err:
+        return f"{STATE_FILE} cannot be read ({type(err).__name__})"
+    weights = folder / "model.safetensors"
+    if weights.is_file():
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(weights), framework="pt") as fh:
+                for key in fh.keys():
+                    fh.get_tensor(key)
+        except Exception as err:
+            return f"model.safetensors cannot be read ({type(err).__name__})"
+    return None
 
 
 def _fsync_tree(root: Path) -> None:
@@ -57,11 +126,21 @@ def save_checkpoint(root: Path, step: int, model, tokenizer, state: dict[str, An
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    torch.save(state, tmp / STATE_FILE)
-    (tmp / "config.yaml").write_text(config_yaml)
-    _fsync_tree(tmp)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        torch.save(state, tmp / STATE_FILE)
+        (tmp / "config.yaml").write_text(config_yaml)
+        write_manifest(tmp)
+        _fsync_tree(tmp)
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = list_checkpoints(root)
+        intact = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
+        raise CheckpointError(
+            f"could not write checkpoint step {step} under {root} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+            f"the partial copy was removed and {intact}. Free disk space (or fix the error) and continue with --resume"
+        ) from None
     if final.exists():  # a re-run of the same step: replace it
         shutil.rmtree(final)
     os.rename(tmp, final)
@@ -83,14 +162,20 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
 
 
-def latest_checkpoint(root: Path) -> Path | None:
-    """The newest complete checkpoint; leftover temporary folders of killed writes are removed."""
+def latest_checkpoint(root: Path, *, verbose: bool = True) -> Path | None:
+    """The newest complete checkpoint that passes `check_checkpoint`; damaged newer ones are
+    skipped (reported on stderr). Leftover temporary folders of killed writes are removed."""
     if root.is_dir():
         for p in root.iterdir():
             if p.name.startswith(".tmp-step-"):
                 shutil.rmtree(p, ignore_errors=True)
-    found = list_checkpoints(root)
-    return found[-1] if found else None
+    for candidate in reversed(list_checkpoints(root)):
+        reason = check_checkpoint(candidate)
+        if reason is None:
+            return candidate
+        if verbose:
+            print(f"skipping checkpoint {candidate}: {reason}", file=sys.stderr)
+    return None
 
 
 def load_state(checkpoint: Path) -> dict[str, Any]:

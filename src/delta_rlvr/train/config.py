@@ -8,6 +8,7 @@ field (as its dotted path), the value and what to do instead.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +22,10 @@ from delta_rlvr.core.proxies import ProxyConfig
 
 Method = Literal["delta", "dapo", "grpo", "dr_grpo", "forking_tokens", "token_select"]
 TaskKind = Literal["arithmetic", "reasoning_gym", "dataset"]
+
+
+#: the operators the built-in arithmetic task can write (data/arithmetic.py)
+ARITHMETIC_OPERATORS = "+-*"
 
 
 class ConfigError(ValueError):
@@ -71,6 +76,9 @@ class TaskConfig:
         _check(2 <= self.terms <= 16, "task.terms", self.terms, "use 2..16 terms")
         _check(1 <= self.digits <= 9, "task.digits", self.digits, "use 1..9 digits")
         _check(self.eval_size >= 1, "task.eval_size", self.eval_size, "use at least 1 problem")
+        _check(bool(self.operators) and set(self.operators) <= set(ARITHMETIC_OPERATORS), "task.operators", self.operators,
+               f"use a string of the operators {ARITHMETIC_OPERATORS!r}, for example '+' or '+-'")
+        _check(self.gym_size >= 1, "task.gym_size", self.gym_size, "use at least 1 problem")
 
 
 @dataclass(frozen=True)
@@ -151,6 +159,9 @@ class OptimConfig:
         _check(self.mini_batches >= 1, "optim.mini_batches", self.mini_batches, "use >= 1")
         _check(self.micro_batch_size >= 1, "optim.micro_batch_size", self.micro_batch_size, "use >= 1")
         _check(self.warmup_steps >= 0, "optim.warmup_steps", self.warmup_steps, "use >= 0")
+        _check(len(self.betas) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
+                                            for b in self.betas),
+               "optim.betas", list(self.betas), "use two numbers in [0, 1), for example [0.9, 0.999]")
 
 
 @dataclass(frozen=True)
@@ -168,7 +179,7 @@ class RunConfig:
     tensorboard: bool = True
     progress: bool = True
     threads: int = 0
-    """torch CPU threads (0 = torch's default)."""
+    """torch CPU threads (0 = auto: the cores not already busy, from the 1-minute load average)."""
 
     def __post_init__(self) -> None:
         _check(self.max_steps >= 0, "run.max_steps", self.max_steps, "use >= 0")
@@ -176,6 +187,8 @@ class RunConfig:
         _check(self.eval_samples >= 1, "run.eval_samples", self.eval_samples, "use >= 1")
         _check(self.save_every >= 1, "run.save_every", self.save_every, "use >= 1")
         _check(self.keep_last >= 1, "run.keep_last", self.keep_last, "keep at least 1 checkpoint")
+        _check(self.threads >= 0, "run.threads", self.threads, "use 0 (torch's default) or a number of CPU threads")
+        _check(self.eval_temperature > 0, "run.eval_temperature", self.eval_temperature, "use a temperature > 0")
 
 
 @dataclass(frozen=True)
@@ -235,8 +248,12 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"{path} = {value!r} is invalid: use an integer")
         return value
     if tp is float:
+        if isinstance(value, str) and _looks_like_float(value):
+            value = float(value)  # PyYAML 1.1 reads 1e-4 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path} = {value!r} is invalid: use a number")
+        if not math.isfinite(value):
+            raise ConfigError(f"{path} = {value!r} is invalid: use a finite number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 
@@ -17,9 +18,12 @@ class MetricsWriter:
         self.path = output_dir / "metrics.jsonl"
         if self.path.exists():
             # On resume, drop the lines written after the checkpoint we restart from, so the
-            # file reads as one uninterrupted run.
-            kept = [line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            # file reads as one uninterrupted run; a torn line (a run killed mid-write) goes too.
+            rows = _parse_lines(self.path, warn=True)
+            kept = [json.dumps(r) for r in rows if r.get("step", 0) <= resume_step]
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.replace(self.path)
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -41,5 +45,24 @@ class MetricsWriter:
             self._tb.close()
 
 
+def _parse_lines(path: Path, *, warn: bool) -> list[dict]:
+    rows = []
+    for number, line in enumerate(Path(path).read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict):
+            if warn:
+                print(f"{path}: line {number} is not a complete JSON record (a run killed while writing it?); dropped",
+                      file=sys.stderr)
+            continue
+        rows.append(row)
+    return rows
+
+
 def read_metrics(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """The records of a metrics.jsonl; a torn or damaged line is skipped."""
+    return _parse_lines(path, warn=False)

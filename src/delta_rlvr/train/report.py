@@ -9,6 +9,11 @@ from pathlib import Path
 from delta_rlvr.train.metrics import read_metrics
 
 
+def is_avg_at_k(key: str) -> bool:
+    """``eval/avg@<k>`` itself, not its standard error ``eval/avg@<k>_se``."""
+    return key.startswith("eval/avg@") and key[len("eval/avg@"):].isdigit()
+
+
 def plot_curves(output_dir: Path) -> Path:
     """curves.png: reward and accuracy per step, held-out avg@k where evaluated."""
     import matplotlib
@@ -25,7 +30,7 @@ def plot_curves(output_dir: Path) -> Path:
     ax[0].set_xlabel("step")
     ax[0].set_title("training batch")
     ax[0].legend()
-    evals = [(r["step"], k, v) for r in rows for k, v in r.items() if k.startswith("eval/avg@") and v is not None]
+    evals = [(r["step"], k, v) for r in rows for k, v in r.items() if is_avg_at_k(k) and v is not None]
     if evals:
         key = evals[0][1]
         ax[1].plot([s for s, _, _ in evals], [v for _, _, v in evals], "o-", label=key)

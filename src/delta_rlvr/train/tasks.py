@@ -126,7 +126,15 @@ TASKS = {"arithmetic": ArithmeticTask, "reasoning_gym": GymTask, "dataset": Math
 
 
 def build_task(cfg: TaskConfig) -> Task:
-    return TASKS[cfg.kind](cfg)
+    """The task of ``cfg``; a task that cannot be built raises ConfigError naming the setting."""
+    try:
+        return TASKS[cfg.kind](cfg)
+    except ConfigError:
+        raise
+    except (ValueError, ImportError) as err:  # DataError (a file's row), reasoning-gym's, a missing extra
+        setting = {"reasoning_gym": "task.gym_name / task.gym_kwargs", "dataset": "task.dataset / task.dataset_path",
+                   "arithmetic": "task.terms / task.digits / task.operators"}.get(cfg.kind, "task")
+        raise ConfigError(f"{setting}: {err}") from None
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,17 @@
 - Coefficients are fixed for every mini-batch update of that rollout batch.
 - A non-finite loss or gradient norm skips the optimizer step (logged); checkpoints are only
   written from finite parameters.
+- SIGINT and SIGTERM end the current step, write a checkpoint and return (`interrupted` holds
+  the signal); a second SIGINT stops at once (KeyboardInterrupt), with the last checkpoint intact.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import sys
+import threading
 import time
 from collections import defaultdict
 from dataclasses import replace
@@ -104,8 +109,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, *, resume: bool = False) -> None:
         self.config = config
         run = config.run
-        if run.threads:
-            torch.set_num_threads(run.threads)
+        torch.set_num_threads(run.threads or auto_threads())
         self.out = Path(run.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.ckpt_root = self.out / "checkpoints"
@@ -116,6 +120,8 @@ class Trainer:
         checkpoint = latest_checkpoint(self.ckpt_root) if resume else None
         if resume and checkpoint is None:
             print(f"--resume: no complete checkpoint in {self.ckpt_root}; starting from scratch")
+        print(f"loading {checkpoint or config.model.name} ({torch.get_num_threads()} CPU threads) ...",
+              file=sys.stderr, flush=True)
         self.model, self.tokenizer, self.device = load_policy(config.model, checkpoint)
         self.autocast = self.device.type == "cuda" and config.model.dtype in ("auto", "bfloat16")
         self.task = build_task(config.task)
@@ -136,6 +142,7 @@ class Trainer:
         save_config(config, self.out / "config.yaml")
         self.metrics = MetricsWriter(self.out, tensorboard=run.tensorboard, resume_step=self.step)
         self.last_batch: dict | None = None  # tokens and coefficients of the last step, for the report
+        self.interrupted: int | None = None  # the signal that stopped train(), if one did
 
     # ------------------------------------------------------------------------------------------
 
@@ -377,9 +384,13 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """avg@k and pass@k on the held-out set, sampled with a fixed seed."""
         run, ro = self.config.run, self.config.rollout
+        from tqdm.auto import tqdm
+
         records = self.task.eval_records()
         k = run.eval_samples
         scores = []
+        bar = tqdm(total=len(records), disable=not run.progress, desc="eval", unit="problem", leave=False,
+                   dynamic_ncols=True)
         for i in range(0, len(records), 64):
             chunk = records[i:i + 64]
             with self._autocast():
@@ -389,6 +400,8 @@ class Trainer:
                 )
             texts = self.tokenizer.batch_decode(batch.completion_ids.masked_fill(~batch.completion_mask, self.pad_id), skip_special_tokens=True)
             scores += self.task.score(texts, [chunk[g] for g in batch.group_index.tolist()])
+            bar.update(len(chunk))
+        bar.close()
         from delta_rlvr.evaluation.estimators import avg_at_k, mean_pass_at_k, sampling_standard_error
 
         # a sample counts as correct with full marks (reasoning-gym scorers can give partial credit)
@@ -412,31 +425,79 @@ class Trainer:
                         (self.out / "config.yaml").read_text(), self.config.run.keep_last)
 
     def train(self) -> list[dict]:
-        """Run to `run.max_steps`, evaluating before, every `eval_every` steps and at the end."""
+        """Run to `run.max_steps`, evaluating before, every `eval_every` steps and at the end.
+
+        SIGINT / SIGTERM: the current step finishes, a checkpoint is written, and the history so
+        far is returned with `interrupted` set to the signal number.
+        """
+        with self._stop_on_signals():
+            return self._train()
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def stop(signum, frame):
+            self.interrupted = signum
+            name = signal.Signals(signum).name
+            print(f"\n{name}: finishing step {self.step + 1} and writing a checkpoint (Ctrl-C again to stop at once)",
+                  file=sys.stderr, flush=True)
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+            if signum == signal.SIGTERM:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+        for sig in previous:
+            signal.signal(sig, stop)
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _train(self) -> list[dict]:
         from tqdm.auto import tqdm
 
         run = self.config.run
         history = []
-        if self.step == 0:
+        if self.step == 0 and self.interrupted is None:
             ev = self.evaluate()
             self.metrics.write(0, ev)
             history.append({"step": 0, **ev})
         bar = tqdm(total=run.max_steps, initial=self.step, disable=not run.progress, desc="train", unit="step", dynamic_ncols=True)
-        while self.step < run.max_steps:
-            m = self.train_step()
-            self.step += 1
-            last = self.step == run.max_steps
-            if (run.eval_every and self.step % run.eval_every == 0) or last:
-                m.update(self.evaluate())
-            self.metrics.write(self.step, m)
-            history.append({"step": self.step, **m})
-            bar.update(1)
-            bar.set_postfix(reward=f"{m.get('reward_mean', float('nan')):.3f}", refresh=False)
-            if self.step % run.save_every == 0 or last:
-                self._save()
-        bar.close()
-        self.metrics.close()
+        try:
+            while self.step < run.max_steps and self.interrupted is None:
+                m = self.train_step()
+                self.step += 1
+                last = self.step == run.max_steps
+                if ((run.eval_every and self.step % run.eval_every == 0) or last) and self.interrupted is None:
+                    m.update(self.evaluate())
+                self.metrics.write(self.step, m)
+                history.append({"step": self.step, **m})
+                bar.update(1)
+                bar.set_postfix(reward=f"{m.get('reward_mean', float('nan')):.3f}", refresh=False)
+                if self.step % run.save_every == 0 or last or self.interrupted is not None:
+                    self._save()
+        finally:
+            bar.close()
+            self.metrics.close()
         return history
+
+
+def auto_threads() -> int:
+    """CPU threads for ``run.threads: 0``: the cores not already busy (1-minute load average),
+    at least 1. torch's default takes every core, and on a machine whose cores are busy its
+    spinning threads made a tiny-model step 8-18x slower (docs/implementation_details.md)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return cores
+    return max(1, min(cores, cores - round(load)))
 
 
 def _lr_factor(i: int, schedule: str, warmup: int, total: int) -> float:
