@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--per-device-batch", type=int, default=16, help="completions per GPU per micro-step")
     parser.add_argument("--steps-per-generation", type=int, default=4, help="mini-batches per rollout batch")
     parser.add_argument("--pooling", choices=["local", "global"], default="local")
+    parser.add_argument("--cache-mib", type=float, default=None,
+                        help="cap (MiB per GPU) of DelTA's packed hidden-state cache; past it the pass streams")
     args = parser.parse_args()
 
     def math_reward(completions, gold, **_):
@@ -71,6 +73,8 @@ def main() -> None:
         delta_coef_min=0.8,
         delta_coef_max=1.2,
         delta_pooling=args.pooling,
+        # vLLM IS correction is on by default: DelTA reuses TRL's old-log-prob forward (no extra one)
+        delta_cache_mib=args.cache_mib,
         logging_steps=1,
         report_to=["tensorboard"],
         save_steps=20,

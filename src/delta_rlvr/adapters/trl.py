@@ -3,7 +3,8 @@
 Install with ``pip install 'delta-rlvr[trl]'`` (TRL >=1.16,<1.17; the private names used here
 were read from trl 1.16.0, see docs/adapters.md).
 
-Shapes: B responses of this process's generation batch, T completion tokens, H hidden size.
+Shapes: B responses of this process's generation batch, T completion tokens, H hidden size,
+n tokens of one micro-batch (packed: valid tokens only, no padding).
 
 Design choices (docs/adapters.md, "TRL"):
 1. One hook: ``_generate_and_score_completions``. It calls TRL's, then replaces the (B,)
@@ -12,25 +13,39 @@ Design choices (docs/adapters.md, "TRL"):
 2. Coefficients are computed once per generation batch (the whole local batch that TRL then
    shuffles and splits into ``steps_per_generation`` optimiser steps), under no_grad, from the
    policy as it sampled (no optimiser step has happened yet: the old policy).
-3. One extra no-grad forward per generation batch gives both inputs of the proxy: the
-   backbone's last hidden state (captured with a forward hook on the backbone, the input of the
-   LM head) and log p(y_t) from TRL's own fused LM head, i.e. at the trainer's temperature and
-   with the model's logit scaling exactly as TRL's loss sees them. Nothing hooks the LM head, so
-   TRL's chunked head (which reads ``lm_head.weight`` directly) is no obstacle.
-4. The valid-token mask is TRL's loss mask (completion mask x tool mask).
-5. Pooling: "local" (default, as the paper's released code: each process's batch alone) or
+3. The proxy's inputs are the backbone's last hidden state (a forward hook on the backbone, the
+   input of the LM head) and log p(y_t) from TRL's own fused LM head (the trainer's
+   temperature and logit scaling, as TRL's loss sees them). Where TRL itself runs an
+   old-log-prob forward (vLLM importance-sampling correction, or gradient accumulation not
+   aligned with generation), the hidden states are captured from that forward
+   (``_get_per_token_logps_and_entropies``) and its ``old_per_token_logps`` are used: no extra
+   forward. Otherwise the adapter runs one no-grad forward per generation batch.
+4. Packed, bounded memory: each micro-batch's valid completion tokens' hidden rows are copied
+   out of its (mb, P + T, H) hidden state (which is then freed), and only the signed tokens
+   (A != 0) are kept, in the model's dtype, in a `PackedProxyCache`; every DelTA pass runs from
+   that cache. Past ``delta_cache_mib`` the pass streams: K + 1 more forwards, micro-batch by
+   micro-batch (`DeltaStream`). ``delta_offload_cache`` keeps the cache in CPU memory.
+5. The valid-token mask is the set of tokens TRL's loss can see: completion mask x tool mask x
+   (importance-sampling ratio != 0, which removes the tokens vLLM IS ``*_mask`` modes drop).
+   Masks the loss builds from the current policy at update time (``top_entropy_quantile``,
+   ``off_policy_mask_threshold``) cannot be known when coefficients are computed: refused.
+6. Pooling: "local" (default, as the paper's released code: each process's batch alone) or
    "global" (centroids, temperatures and N/Z summed over processes with an all-reduce through
-   ``DeltaStream``'s reduce hook).
-6. The proxy (``delta_proxy``): row (the paper's, default), topk_hidden or lm_head, built by
-   the same function as the trainer's from the captured hidden state, the sampled ids and the
-   LM-head matrix (which must be whole on each process: not under DeepSpeed ZeRO-3). lm_head
-   pools locally only. full_sketch (one backward pass per token) is refused.
-7. Statistics go to TRL's ``_metrics["train"]`` as ``delta/*``, averaged over processes.
-8. In evaluation (``model.training`` False) advantages are left as TRL computed them.
+   ``DeltaStream``'s reduce hook); both stream.
+7. The proxy (``delta_proxy``): row (the paper's, default), topk_hidden or lm_head, built by
+   the same functions as the trainer's. The LM head is gathered when it is sharded (FSDP2
+   DTensor: ``full_tensor``; DeepSpeed ZeRO-3: TRL's ``maybe_gather_lm_head_ctx``; FSDP1:
+   ``summon_full_params`` of the root unit), and a head that is still not whole on some process
+   is refused on every process alike. lm_head pools locally and does not stream.
+8. The frozen temperature (``delta_freeze_temperature``) and the random-coefficient generator
+   are saved in every checkpoint (``delta_state.pt``) and restored on resume.
+9. Statistics go to TRL's ``_metrics["train"]`` as ``delta/*``, averaged over processes.
+10. In evaluation (``model.training`` False) advantages are left as TRL computed them.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,13 +57,13 @@ from delta_rlvr.adapters.common import (
     DELTA_FIELDS,
     POOLING_CHOICES,
     all_reduce_sum,
-    batch_coefficients,
     check_pooling,
     delta_config_from_prefixed,
 )
-from delta_rlvr.core import DeltaConfig, DeltaStats
-from delta_rlvr.core.proxies import ProxyConfig
-from delta_rlvr.models.proxies import head_proxy_vectors
+from delta_rlvr.core import DeltaConfig, DeltaStats, DeltaStream, delta_coefficients
+from delta_rlvr.core.packed import MIB, PackedProxyCache
+from delta_rlvr.core.precision import full_precision
+from delta_rlvr.core.proxies import LMHeadGradients, ProxyConfig, topk_hidden_proxy
 
 #: The proxies the adapter offers (full_sketch needs a backward pass per token).
 ADAPTER_PROXIES: tuple[str, ...] = ("row", "topk_hidden", "lm_head")
@@ -60,6 +75,9 @@ LINEAR_LOSS_TYPES: tuple[str, ...] = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo"
 
 #: generation-batch keys that mean the forward needs more than input ids (vision inputs).
 MULTIMODAL_KEYS: tuple[str, ...] = ("pixel_values", "image_grid_thw", "token_type_ids", "mm_token_type_ids")
+
+#: the file in each checkpoint folder that holds the adapter's own state (frozen gamma, RNG)
+STATE_FILE = "delta_state.pt"
 
 PREFIX = "delta_"
 
@@ -93,12 +111,31 @@ class DeltaGRPOConfig(GRPOConfig):
         metadata={"help": "token-gradient proxy: 'row' (the paper's), 'topk_hidden' or 'lm_head'.", "choices": ADAPTER_PROXIES},
     )
     delta_proxy_topk: int = field(default=64, metadata={"help": "K of the topk_hidden proxy."})
+    delta_cache_mib: float | None = field(
+        default=None,
+        metadata={
+            "help": "Cap (MiB per process) of the packed cache of signed tokens' hidden states; past it the "
+            "DelTA pass streams with K + 1 more no-grad forwards. None: no cap."
+        },
+    )
+    delta_offload_cache: bool = field(
+        default=False, metadata={"help": "Keep the packed cache in CPU memory (chunks travel back one at a time)."}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.delta_config()  # validate now, with errors naming the delta_* setting
         check_pooling(self.delta_pooling, "DeltaGRPOConfig.delta_pooling")
         self.delta_proxy_config()
+        cap = self.delta_cache_mib
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or not cap >= 0):
+            raise ValueError(
+                f"DeltaGRPOConfig.delta_cache_mib must be a number of MiB >= 0 or None (no cap), got {cap!r}"
+            )
+        if not isinstance(self.delta_offload_cache, bool):
+            raise ValueError(
+                f"DeltaGRPOConfig.delta_offload_cache must be true or false, got {self.delta_offload_cache!r}"
+            )
 
     def delta_proxy_config(self) -> ProxyConfig:
         """The core ``ProxyConfig`` of ``delta_proxy`` / ``delta_proxy_topk`` (validated)."""
@@ -139,6 +176,74 @@ def check_supported(args: GRPOConfig) -> None:
             f"losses positively homogeneous in the advantage. Set loss_type to one of {LINEAR_LOSS_TYPES} "
             "('dapo' is the paper's)."
         )
+    quantile = getattr(args, "top_entropy_quantile", 1.0)
+    if quantile < 1.0:
+        raise ValueError(
+            f"DeltaGRPOTrainer does not support top_entropy_quantile={quantile!r}: TRL picks those tokens in the "
+            "loss from the entropies of the policy being updated, after DelTA's coefficients are fixed, so DelTA "
+            "cannot normalise over the tokens the loss keeps. Set top_entropy_quantile=1.0 (DelTA reweights every "
+            "token instead; for forking-token training use `delta-rlvr train --set algorithm.method=forking_tokens`)."
+        )
+    threshold = getattr(args, "off_policy_mask_threshold", None)
+    if threshold is not None:
+        raise ValueError(
+            f"DeltaGRPOTrainer does not support off_policy_mask_threshold={threshold!r}: TRL drops those sequences "
+            "in the loss from the KL of the policy being updated, after DelTA's coefficients are fixed, so DelTA "
+            "cannot normalise over the tokens the loss keeps. Set off_policy_mask_threshold=None."
+        )
+
+
+def gathered_head(head: torch.nn.Module, dist: Any = None, wrapped: torch.nn.Module | None = None) -> tuple[Tensor, Tensor | None]:
+    """(weight (V, H), bias (V,) or None) of the LM head as plain, whole tensors on every process.
+
+    FSDP2 exposes the weight as a DTensor (``numel()`` is the full size, but a matmul with the
+    plain hidden states fails): ``full_tensor()`` all-gathers it, as TRL's fused head does
+    (``add_fused_lm_head`` in trl/trainer/utils.py). DeepSpeed ZeRO-3 shards it to numel 0:
+    TRL's ``maybe_gather_lm_head_ctx`` gathers it and a copy is kept. FSDP1 (``dist.fsdp_version
+    == 1``) keeps flat shards, empty on some ranks: ``summon_full_params`` of the root unit
+    (``recurse=False``, as TRL's generation does) and a copy. Every process must call this at
+    the same point (the gathers are collective).
+    """
+    from torch.distributed.tensor import DTensor
+    from trl.trainer.utils import maybe_gather_lm_head_ctx
+
+    weight, bias = head.weight, getattr(head, "bias", None)
+    if isinstance(weight, DTensor):
+        weight = weight.full_tensor()
+        if isinstance(bias, DTensor):
+            bias = bias.full_tensor()
+        return weight.detach(), None if bias is None else bias.detach()
+    if dist is not None and getattr(dist, "fsdp_version", None) == 1 and wrapped is not None:
+        with dist.summon_full_params(wrapped, recurse=False, writeback=False):
+            return head.weight.detach().clone(), None if head.bias is None else head.bias.detach().clone()
+    if dist is not None and getattr(dist, "is_zero3", False):
+        with maybe_gather_lm_head_ctx(weight, bias):
+            return weight.detach().clone(), None if bias is None else bias.detach().clone()
+    return weight.detach(), None if bias is None else bias.detach()
+
+
+class _Capture:
+    """Hidden rows of the valid completion tokens of TRL's own old-log-prob forward, one entry
+    per micro-batch: (first response, last response + 1, rows (n, H) in the model's dtype)."""
+
+    def __init__(self, cap_bytes: int | None) -> None:
+        self.cap_bytes = cap_bytes
+        self.chunks: list[tuple[int, int, Tensor | None]] = []
+        self.nbytes = 0
+        self.peak_nbytes = 0
+        self.overflowed = False
+        self.done = False
+
+    def add(self, start: int, stop: int, rows: Tensor) -> None:
+        size = rows.numel() * rows.element_size()
+        if self.overflowed or (self.cap_bytes is not None and self.nbytes + size > self.cap_bytes):
+            self.overflowed = True
+            self.chunks.clear()
+            self.nbytes = 0
+            return
+        self.chunks.append((start, stop, rows))
+        self.nbytes += size
+        self.peak_nbytes = max(self.peak_nbytes, self.nbytes)
 
 
 class DeltaGRPOTrainer(GRPOTrainer):
@@ -162,21 +267,76 @@ class DeltaGRPOTrainer(GRPOTrainer):
         if self.delta_config.random_coefficients:
             seed = self.args.seed + self.accelerator.process_index
             self._delta_generator = torch.Generator(device="cpu").manual_seed(seed)
+        cap = self.args.delta_cache_mib
+        self._delta_cap_bytes: int | None = None if cap is None else int(cap * MIB)
+        self._delta_capture: _Capture | None = None
+        #: what the last DelTA pass did: "captured" (hidden states from TRL's own forward),
+        #: "streamed", forwards run by the adapter, and the packed bytes held at the peak
+        self.delta_pass_info: dict[str, Any] = {}
 
     # ----------------------------------------------------------------------------------------
-    # The one overridden hook.
+    # The overridden hook, and the capture from TRL's own old-log-prob forward.
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        output = super()._generate_and_score_completions(inputs)
-        if not self.model.training:
-            return output
-        coef, stats = self._delta_coefficients(output)
+        training = self.model.training
+        self._delta_capture = _Capture(self._delta_cap_bytes) if training and self._trl_scores_old_policy() else None
+        try:
+            output = super()._generate_and_score_completions(inputs)
+            if not training:
+                return output
+            coef, stats = self._delta_coefficients(output)
+        finally:
+            self._delta_capture = None
         advantages = output["advantages"]  # (B,)
         output["advantages"] = advantages.unsqueeze(1) * coef  # (B, T): A x coef, 0 at invalid tokens
         self._log_delta_stats(stats)
         return output
 
+    def _trl_scores_old_policy(self) -> bool:
+        """Whether TRL's ``_generate_and_score_completions`` runs its own old-log-prob forward
+        (the condition of trl 1.16.0, grpo_trainer.py, before ``old_per_token_logps``)."""
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        return self.args.gradient_accumulation_steps % generate_every != 0 or bool(
+            self.use_vllm and self.vllm_importance_sampling_correction
+        )
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        capture = self._delta_capture
+        if capture is None or capture.done or model is not self.model:
+            return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
+        capture.done = True  # the first call on the policy is the old-log-prob pass (the ref pass comes after)
+        completion_mask = attention_mask[:, -logits_to_keep:].bool()
+        offset = [0]
+
+        def grab(module: torch.nn.Module, hook_args: Any, output: Any) -> None:
+            hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+            start, stop = offset[0], offset[0] + hidden.shape[0]
+            offset[0] = stop
+            # Hidden state at position j produces the distribution of token j + 1.
+            rows = hidden[:, -logits_to_keep - 1 : -1][completion_mask[start:stop]]  # a copy: (n, H)
+            capture.add(start, stop, rows.detach())
+
+        handle = self._delta_backbone().register_forward_hook(grab)
+        try:
+            out = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
+        finally:
+            handle.remove()
+        if offset[0] != input_ids.shape[0]:
+            capture.overflowed, capture.chunks = True, []  # not one backbone call per micro-batch: do not use it
+        return out
+
     # ----------------------------------------------------------------------------------------
+    # The DelTA pass.
+
+    def _delta_loss_mask(self, batch: dict[str, Any]) -> Tensor:
+        """(B, T) bool: the tokens TRL's loss can see."""
+        mask = batch["completion_mask"].bool()
+        if "tool_mask" in batch:
+            mask = mask & batch["tool_mask"].bool()
+        ratio = batch.get("importance_sampling_ratio")
+        if ratio is not None:  # vLLM IS correction; *_mask modes set dropped tokens' ratio to 0
+            mask = mask & (ratio != 0)
+        return mask
 
     @torch.no_grad()
     def _delta_coefficients(self, batch: dict[str, Any]) -> tuple[Tensor, DeltaStats]:
@@ -187,66 +347,179 @@ class DeltaGRPOTrainer(GRPOTrainer):
                 f"DeltaGRPOTrainer: the generation batch carries {present}: vision-language training "
                 "is not supported by the DelTA adapter yet; train a text-only model"
             )
-        completion_mask = batch["completion_mask"]
-        mask = completion_mask if "tool_mask" not in batch else completion_mask * batch["tool_mask"]
-        mask = mask.bool()  # (B, T), True = token in TRL's loss
-        hidden, logp = self._old_policy_hidden_and_logp(batch)
-        v = head_proxy_vectors(self.delta_proxy, hidden, logp, batch["completion_ids"], mask, self._delta_head(),
-                               temperature=self.temperature)  # (B, T, H) float32, or the implicit lm_head vectors
-        reduce = None
-        if self.args.delta_pooling == "global" and self.accelerator.num_processes > 1:
-            reduce = all_reduce_sum
+        mask = self._delta_loss_mask(batch)  # (B, T)
+        advantages = batch["advantages"].float()  # (B,)
+        head = None if self.delta_proxy.name == "row" else self._delta_full_head()
+        chunks, captured = self._delta_micro_batches(batch)
+        multi = self.accelerator.num_processes > 1
+        reduce = all_reduce_sum if self.args.delta_pooling == "global" and multi else None
         temperature = self._delta_temperature
-        coef, stats = batch_coefficients(
-            v,
-            batch["advantages"].float(),
-            mask,
-            self.delta_config,
-            reduce=reduce,
-            temperature=temperature,
-            generator=self._delta_generator,
-        )
+        info: dict[str, Any] = {"captured": captured is not None, "streamed": False, "forwards": 0,
+                                "micro_batches": len(chunks)}
+        if captured is not None:
+            info["capture_peak_bytes"] = self._delta_capture.peak_nbytes
+
+        def tokens(i: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+            """Micro-batch i's valid tokens: hidden (n, H), logp (n,), ids (n,), advantages (n,)."""
+            start, stop = chunks[i]
+            m = mask[start:stop]
+            if captured is not None and captured[i] is not None:
+                rows = captured[i]
+                captured[i] = None  # used once (pass 0), then freed
+                keep = m[batch["completion_mask"][start:stop].bool()]  # loss mask within the captured rows
+                hidden, logp = rows[keep], batch["old_per_token_logps"][start:stop][m].float()
+            else:
+                hidden, logp = self._delta_forward(batch, start, stop, m)
+                info["forwards"] += 1
+            ids = batch["completion_ids"][start:stop][m]
+            adv = advantages[start:stop, None].expand_as(m)[m]
+            return hidden, logp, ids, adv
+
+        if self.delta_proxy.name == "lm_head":
+            coef, stats = self._delta_lm_head(chunks, tokens, mask, head, temperature, info)
+        else:
+            coef, stats = self._delta_streamed(chunks, tokens, mask, advantages, head, reduce, temperature, info)
         if self.delta_config.freeze_temperature and temperature is None:
-            self._delta_temperature = stats.temperature[0].double()  # gamma^(0) of the first batch
+            self._delta_temperature = stats.temperature[0].double().cpu()  # gamma^(0) of the first batch
+        self.delta_pass_info = info
         return coef, stats
 
-    def _old_policy_hidden_and_logp(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
-        """(hidden (B, T, H), logp (B, T) float32) of the completion tokens under the current
-        (= sampling) policy, micro-batch by micro-batch as TRL's own old-log-prob pass."""
-        prompt_ids, completion_ids = batch["prompt_ids"], batch["completion_ids"]
-        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (B, P + T)
-        attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
-        keep = completion_ids.size(1)
-        backbone = self._delta_backbone()
+    def _delta_micro_batches(self, batch: dict[str, Any]) -> tuple[list[tuple[int, int]], list[Tensor | None] | None]:
+        """The micro-batches (response ranges) of the pass, and the rows captured from TRL's
+        forward for each (None: the adapter forwards them itself). Every process decides alike."""
+        capture = self._delta_capture
+        usable = capture is not None and capture.done and not capture.overflowed and "old_per_token_logps" in batch
+        if self.accelerator.num_processes > 1:  # all or none: forwards can be collective (FSDP, ZeRO-3)
+            flag = torch.tensor([0.0 if usable else 1.0], device=self.accelerator.device)
+            usable = float(self.accelerator.reduce(flag, "sum")) == 0.0
+        if usable:
+            return [(a, b) for a, b, _ in capture.chunks], [rows for _, _, rows in capture.chunks]
+        if capture is not None:
+            capture.chunks = []
+        n, step = batch["completion_ids"].shape[0], self.args.per_device_train_batch_size
+        return [(a, min(a + step, n)) for a in range(0, n, step)], None
+
+    def _delta_signed_vectors(self, hidden: Tensor, logp: Tensor, ids: Tensor, adv: Tensor, head) -> Tensor:
+        """(n_signed, H) float32 proxy of the signed tokens of one micro-batch."""
+        signed = adv != 0
+        if self.delta_proxy.name == "row":
+            return hidden[signed].float() * (-torch.expm1(logp[signed].float())).unsqueeze(1)  # as PackedProxyCache
+        weight, bias = head
+        with full_precision():
+            v = topk_hidden_proxy(hidden[signed][None], ids[signed][None], weight, k=self.delta_proxy.topk,
+                                  temperature=self.temperature, head_bias=bias)
+        return v[0]
+
+    def _delta_streamed(self, chunks, tokens, mask, advantages, head, reduce, temperature, info):
+        """row / topk_hidden: packed cache, or streaming past the cap (both exact)."""
+        cache = PackedProxyCache(None if self._delta_cap_bytes is None else self._delta_cap_bytes / MIB,
+                                 offload=self.args.delta_offload_cache)
+        stream = DeltaStream(self.delta_config, reduce=reduce, temperature=temperature, generator=self._delta_generator)
+        streaming = False
+
+        def feed(hidden, logp, ids, adv) -> None:
+            v = self._delta_signed_vectors(hidden, logp, ids, adv, head)
+            signed = adv != 0
+            stream.update_tokens(v, adv[signed], zero_advantage_tokens=int((~signed).sum()))
+
+        for i in range(len(chunks)):  # pass 0: the old-log-prob pass (TRL's or the adapter's)
+            hidden, logp, ids, adv = tokens(i)
+            if not streaming:
+                if self.delta_proxy.name == "row":
+                    kept = cache.add(hidden, logp, adv)
+                else:
+                    signed = adv != 0
+                    kept = cache.add_vectors(self._delta_signed_vectors(hidden, logp, ids, adv, head), adv[signed],
+                                             zero_advantage_tokens=int((~signed).sum()))
+                if not kept:
+                    streaming = True
+                    cache.spill(stream)  # what was cached goes first, in its order
+            if streaming:
+                feed(hidden, logp, ids, adv)
+            del hidden, logp, ids, adv  # nothing of this micro-batch outlives its turn but the cached rows
+        info["cache_peak_bytes"] = cache.peak_nbytes
+        if self.accelerator.num_processes > 1:  # all or none: the streamed passes forward (collective under FSDP)
+            flag = torch.tensor([1.0 if streaming else 0.0], device=self.accelerator.device)
+            any_streaming = float(self.accelerator.reduce(flag, "sum")) > 0
+            if any_streaming and not streaming:
+                cache.spill(stream)
+            streaming = any_streaming
+        if not streaming:
+            result = cache.run(stream)
+        else:
+            info["streamed"] = True
+            stream.end_pass()
+            while not stream.done:
+                for i in range(len(chunks)):
+                    feed(*tokens(i))
+                stream.end_pass()
+            result = stream.result()
+        signed_coef = PackedProxyCache.coefficients(result).to(mask.device)
+        signed = mask & (advantages != 0).unsqueeze(1)  # row-major = feeding order (chunks are response ranges)
+        coef = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+        coef[signed] = signed_coef
+        coef[mask & ~signed] = result.zero_advantage_coef.to(mask.device)
+        return coef, result.stats
+
+    def _delta_lm_head(self, chunks, tokens, mask, head, temperature, info):
+        """lm_head: the packed valid tokens' hidden states (model dtype), one shot, local pooling.
+        The vectors are V x H per token, so this proxy cannot stream: the cap is a hard limit."""
+        parts, total = [], 0
+        for i in range(len(chunks)):
+            hidden, _, ids, adv = tokens(i)
+            total += hidden.numel() * hidden.element_size()
+            if self._delta_cap_bytes is not None and total > self._delta_cap_bytes:
+                raise ValueError(
+                    f"DeltaGRPOTrainer: delta_proxy='lm_head' needs every valid token's hidden state at once "
+                    f"(more than delta_cache_mib={self.args.delta_cache_mib} MiB here) and cannot stream; raise "
+                    "delta_cache_mib, or use delta_proxy='row' or 'topk_hidden', which stream past the cap"
+                )
+            parts.append((hidden, ids, adv))
+        info["cache_peak_bytes"] = total
+        hidden = torch.cat([p[0] for p in parts]).unsqueeze(1)  # (n, 1, H): one "response" per token
+        ids = torch.cat([p[1] for p in parts]).unsqueeze(1)
+        adv = torch.cat([p[2] for p in parts])
+        del parts
+        ones = torch.ones(ids.shape, dtype=torch.bool, device=ids.device)
+        weight, bias = head
+        vectors = LMHeadGradients(hidden, ids, weight, ones, temperature=self.temperature, head_bias=bias)
+        out = delta_coefficients(vectors, adv, ones, self.delta_config, temperature=temperature,
+                                 generator=self._delta_generator)
+        coef = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+        coef[mask] = out.coef.reshape(-1).to(mask.device)
+        return coef, out.stats
+
+    def _delta_forward(self, batch: dict[str, Any], start: int, stop: int, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """One no-grad forward of responses [start, stop) through TRL's fused head: the hidden
+        rows (n, H) (a copy, in the model's dtype) and log-probs (n,) float32 of the tokens in
+        ``mask`` (b, T). The micro-batch's (b, P + T, H) hidden state is freed on return."""
+        from trl.models.utils import disable_gradient_checkpointing
+
+        ids = torch.cat([batch["prompt_ids"][start:stop], batch["completion_ids"][start:stop]], dim=1)
+        att = torch.cat([batch["prompt_mask"][start:stop], batch["completion_mask"][start:stop]], dim=1)
+        keep = batch["completion_ids"].size(1)
         captured: list[Tensor] = []
 
         def grab(module: torch.nn.Module, args: Any, output: Any) -> None:
-            # The backbone's final hidden state (after the final norm): the LM head's input.
-            captured.append(output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0])
+            hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+            captured.append(hidden[:, -keep - 1 : -1][mask].detach())  # hidden at j scores token j + 1
 
-        step = self.args.per_device_train_batch_size
-        hiddens, logps = [], []
-        handle = backbone.register_forward_hook(grab)
+        labels = ids.masked_fill(att == 0, -100)
+        labels[:, :-keep] = -100
+        handle = self._delta_backbone().register_forward_hook(grab)
         try:
-            for start in range(0, input_ids.size(0), step):
-                ids, att = input_ids[start : start + step], attention_mask[start : start + step]
-                labels = ids.masked_fill(att == 0, -100)
-                labels[:, :-keep] = -100
-                captured.clear()
+            with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
                 with self.accelerator.autocast():
                     out = self.model(input_ids=ids, attention_mask=att, labels=labels, fused_lm_head=True)
-                if len(captured) != 1:
-                    raise RuntimeError(
-                        f"DeltaGRPOTrainer: expected one backbone call per forward, saw {len(captured)}; "
-                        "the model's forward is not TRL's fused-head forward (a Liger or custom "
-                        "forward?). Use a plain transformers causal LM."
-                    )
-                # Hidden state at position j produces the distribution of token j + 1.
-                hiddens.append(captured[0][:, -keep - 1 : -1])
-                logps.append(out.log_probs[:, -keep:].float())
         finally:
             handle.remove()
-        return torch.cat(hiddens), torch.cat(logps)
+        if len(captured) != 1:
+            raise RuntimeError(
+                f"DeltaGRPOTrainer: expected one backbone call per forward, saw {len(captured)}; "
+                "the model's forward is not TRL's fused-head forward (a Liger or custom "
+                "forward?). Use a plain transformers causal LM."
+            )
+        return captured[0], out.log_probs[:, -keep:][mask].float()
 
     def _delta_backbone(self) -> torch.nn.Module:
         """The decoder stack TRL's fused forward calls (``base_model`` of the causal LM)."""
@@ -261,20 +534,62 @@ class DeltaGRPOTrainer(GRPOTrainer):
             )
         return backbone
 
-    def _delta_head(self) -> torch.nn.Module:
-        """The LM head (whole on this process), for the topk_hidden and lm_head proxies."""
+    def _delta_full_head(self) -> tuple[Tensor, Tensor | None]:
+        """The whole LM head (weight, bias) on every process, for topk_hidden and lm_head;
+        refused on every process alike when some process cannot get it whole."""
         model = self.accelerator.unwrap_model(self.model)
         head = model.get_output_embeddings()
-        if self.delta_proxy.name != "row" and (head is None or head.weight.numel() == 0):
+        weight, bias = (None, None) if head is None else gathered_head(head, self._dist, self.model_wrapped)
+        hidden_size = model.config.get_text_config().hidden_size
+        bad = weight is None or weight.dim() != 2 or weight.shape[1] != hidden_size or weight.numel() == 0
+        if self.accelerator.num_processes > 1:
+            flag = torch.tensor([1.0 if bad else 0.0], device=self.accelerator.device)
+            bad = float(self.accelerator.reduce(flag, "sum")) > 0
+        if bad:
             raise ValueError(
                 f"DeltaGRPOTrainer: delta_proxy={self.delta_proxy.name!r} needs the whole LM-head matrix on each "
-                "process, but it is sharded (DeepSpeed ZeRO-3?) or missing; use delta_proxy='row'"
+                "process, but on at least one process it is missing or still sharded after gathering (FSDP1 with the "
+                "head in a nested unit?); use delta_proxy='row', which needs no head"
             )
-        return head
+        return weight, bias
+
+    # ----------------------------------------------------------------------------------------
+    # Checkpoints: the frozen gamma and the random-coefficient generator survive a resume.
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            generator = None if self._delta_generator is None else self._delta_generator.get_state()
+            torch.save({"temperature": self._delta_temperature, "generator": generator}, os.path.join(folder, STATE_FILE))
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        path = os.path.join(checkpoint, STATE_FILE)
+        if not os.path.exists(path):
+            if self.delta_config.freeze_temperature:
+                raise FileNotFoundError(
+                    f"DeltaGRPOTrainer: {path} is missing, so the frozen DelTA temperature "
+                    "(delta_freeze_temperature=True) of this run cannot be restored; resume from a checkpoint "
+                    "written by DeltaGRPOTrainer, or start a new run"
+                )
+            return
+        state = torch.load(path, weights_only=True)
+        self._delta_temperature = state["temperature"]
+        if state["generator"] is not None and self._delta_generator is not None:
+            self._delta_generator.set_state(state["generator"])
 
     def _log_delta_stats(self, stats: DeltaStats) -> None:
         """delta/* statistics into TRL's metrics, averaged over processes (NaN-aware)."""
         metrics = stats.as_metrics("delta/")
+        info = self.delta_pass_info
+        metrics["delta/streamed"] = float(info.get("streamed", False))
+        metrics["delta/forwards"] = info.get("forwards", 0) / max(info.get("micro_batches", 1), 1)
+        metrics["delta/cache_mib"] = info.get("cache_peak_bytes", 0) / MIB
         names = sorted(metrics)
         values = torch.tensor([metrics[n] for n in names], dtype=torch.float64, device=self.accelerator.device)
         if self.accelerator.num_processes > 1:

@@ -1,0 +1,100 @@
+"""One process of the two-process CPU test (tests/adapters/test_trl_multiprocess.py).
+
+    torchrun --nproc_per_node 2 tests/adapters/trl_multiprocess_worker.py OUT_DIR
+
+Trains 2 steps of DeltaGRPOTrainer on a tiny from-config Qwen3 with delta_pooling="global",
+then 2 steps with "local", then one step of each with a cache cap (local: every rank streams;
+global: a cap between the two ranks' cache sizes, so the ranks must agree to stream), each a
+fresh trainer under the same accelerate state (DDP over gloo). Every rank saves, per
+generation batch, its batch, A, coef and the weights that sampled it, to OUT_DIR/rank{r}.pt.
+Then it tries FSDP2 (`fully_shard` on a CPU mesh over gloo) on the LM head and records
+whether torch allows it there and what `gathered_head` returns.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    torch.set_num_threads(1)
+    import datasets
+    import torch.distributed as dist
+
+    from delta_rlvr.adapters.trl import DeltaGRPOConfig, DeltaGRPOTrainer, gathered_head
+    from delta_rlvr.data import arithmetic_dataset, extract_arithmetic_answer, score_arithmetic
+    from delta_rlvr.models import TinyModelConfig, build_char_tokenizer, build_tiny_model
+
+    tiny = TinyModelConfig(num_layers=2, hidden_size=64, num_heads=4, num_kv_heads=2, intermediate_size=128, seed=7)
+    tokenizer = build_char_tokenizer()
+
+    def correct(completions, gold, **_):
+        return score_arithmetic(completions, gold)
+
+    def has_answer(completions, **_):
+        return [0.0 if extract_arithmetic_answer(c) is None else 1.0 for c in completions]
+
+    class Recording(DeltaGRPOTrainer):
+        def __init__(self, *args, **kwargs):
+            self.records = []
+            super().__init__(*args, **kwargs)
+
+        def _delta_coefficients(self, batch):
+            weights = {k: v.detach().clone() for k, v in self.accelerator.unwrap_model(self.model).state_dict().items()}
+            coef, stats = super()._delta_coefficients(batch)
+            keep = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
+            self.records.append({"A": batch["advantages"].clone(), "coef": coef.clone(), "weights": weights,
+                                 "info": dict(self.delta_pass_info), **{k: batch[k].clone() for k in keep}})
+            return coef, stats
+
+    rows = arithmetic_dataset(32)
+    data = datasets.Dataset.from_list([{"prompt": r.question, "gold": r.gold} for r in rows])
+    results = {}
+    for name, extra in (("global", dict(delta_pooling="global")), ("local", dict(delta_pooling="local")),
+                        ("local_streamed", dict(delta_pooling="local", delta_cache_mib=1e-3)),
+                        ("global_streamed", dict(delta_pooling="global", delta_cache_mib=0.012))):
+        args = DeltaGRPOConfig(
+            output_dir=str(out / name), per_device_train_batch_size=8, num_generations=4, max_completion_length=8,
+            max_steps=2 if "streamed" not in name else 1, learning_rate=1e-2, logging_steps=1, loss_type="dapo",
+            beta=0.0, temperature=1.0, reward_weights=[1.0, 0.5], use_cpu=True, bf16=False, report_to=[],
+            save_strategy="no", seed=11, dataloader_num_workers=0, disable_tqdm=True, **extra)
+        trainer = Recording(model=build_tiny_model(tokenizer, tiny), reward_funcs=[correct, has_answer], args=args,
+                            train_dataset=data, processing_class=tokenizer)
+        trainer.train()
+        results[name] = trainer.records
+    rank = dist.get_rank()
+
+    # FSDP2 on CPU: shard a fresh model's LM head over the two processes and gather it back.
+    fsdp2 = {}
+    try:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.tensor import DTensor
+
+        model = build_tiny_model(tokenizer, tiny)
+        full = model.get_output_embeddings().weight.detach().clone()
+        mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+        fully_shard(model, mesh=mesh)  # one group: the head is tied to the embeddings
+        weight = model.get_output_embeddings().weight
+        fsdp2["is_dtensor"] = isinstance(weight, DTensor)
+        fsdp2["local_rows"] = int(weight.to_local().shape[0]) if isinstance(weight, DTensor) else None
+        gathered, _ = gathered_head(model.get_output_embeddings())
+        fsdp2["gathered_equal"] = bool(torch.equal(gathered, full)) and not isinstance(gathered, DTensor)
+        with torch.no_grad():  # a sharded forward runs on CPU/gloo too
+            ids = torch.randint(3, 50, (2, 6))
+            fsdp2["forward_ok"] = bool(torch.isfinite(model(input_ids=ids).logits).all())
+        fsdp2["allowed"] = True
+    except Exception as err:  # noqa: BLE001 - recorded for the test and the docs
+        fsdp2["allowed"] = False
+        fsdp2["error"] = f"{type(err).__name__}: {err}"
+    torch.save({"results": results, "fsdp2": fsdp2, "world_size": dist.get_world_size()}, out / f"rank{rank}.pt")
+
+
+if __name__ == "__main__":
+    main()
