@@ -263,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    print(f"delta-rlvr {args.command}: starting (importing torch and transformers) ...", file=sys.stderr, flush=True)
     from delta_rlvr.data.records import DataError
     from delta_rlvr.train import ConfigError
     from delta_rlvr.train.checkpoint import CheckpointError
