@@ -150,21 +150,24 @@ def test_over_the_cache_cap_the_pass_streams_the_same_coefficients_in_k_plus_1_m
     torch.testing.assert_close(results[0][0], results[None][0], atol=2e-6, rtol=0)
 
 
-def test_coefficients_under_the_engines_bf16_autocast_match_the_float64_reference(char_tokenizer, tiny_config):
-    # The engine runs prepare_model_outputs (where the pass captures h) under torch.autocast(bf16).
+@pytest.mark.parametrize("cache_mib", [None, 0], ids=["cached", "streamed"])
+def test_coefficients_under_the_engines_bf16_autocast_match_the_float64_reference(char_tokenizer, tiny_config, cache_mib):
+    # The engine runs prepare_model_outputs (where the pass captures h) under torch.autocast(bf16);
+    # streamed, the estimator's passes run in there too (without full_precision: 1.4e-3 off here).
     model = build_tiny_model(char_tokenizer, tiny_config)
     proto = batch(char_tokenizer)
     worker = cpu_actor_worker(DeltaActorRolloutRefWorker, model, autocast_dtype=torch.bfloat16, remove_padding=False,
                               micro_batch_size=3)
     heads: list[torch.Tensor] = []
     handle = model.get_output_embeddings().register_forward_pre_hook(lambda m, a: heads.append(a[0].detach()))
-    trainer = cpu_trainer(trainer_config(), LocalWorkerGroup(worker))
+    trainer = cpu_trainer(trainer_config(delta={"cache_mib": cache_mib}), LocalWorkerGroup(worker))
     old, _ = trainer._compute_old_log_prob(proto)
     handle.remove()
+    assert len(heads) == (3 if cache_mib is None else 9)  # streamed: K + 2 = 3 forwards of 3 micro-batches
+    heads = heads[:3]  # the old-log-prob pass's
     # The hidden states and log-probs the engine produced, in verl's response layout.
     td = left_right_2_no_padding(proto.to_tensordict())
     lengths = td["input_ids"].offsets().diff().tolist()
-    assert len(heads) == 3  # three micro-batches of 3
     rows = torch.cat([h[i, : lengths[3 * k + i]] for k, h in enumerate(heads) for i in range(h.shape[0])])
     hidden = no_padding_2_padding(rows, td)
     mask = proto.batch["response_mask"].bool()
