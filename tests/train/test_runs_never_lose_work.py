@@ -229,3 +229,24 @@ def test_every_option_has_help_text():
             if action.option_strings and action.help in (None, "") and "-h" not in action.option_strings:
                 missing.append(f"{name} {action.option_strings[0]}")
     assert not missing, missing
+
+
+def test_a_second_ctrl_c_stops_at_once_without_a_traceback_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
+    from delta_rlvr.train.trainer import Trainer
+
+    assert train(tmp_path, "--max-steps", "1") == 0
+    before = snapshot(tmp_path / "R" / "checkpoints")
+    real_step = Trainer.train_step
+
+    def step_interrupted_twice(self):
+        os.kill(os.getpid(), signal.SIGINT)  # the first: finish this step and checkpoint...
+        os.kill(os.getpid(), signal.SIGINT)  # ...the second, before the step is done: stop now
+        return real_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", step_interrupted_twice)
+    capsys.readouterr()
+    assert main(["train", "--output-dir", str(tmp_path / "R"), "--resume", "--max-steps", "3"]) == 130
+    err = capsys.readouterr().err
+    assert "stopped at once" in err and "Traceback" not in err
+    assert snapshot(tmp_path / "R" / "checkpoints") == before  # step 1's checkpoint, untouched
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the trainer's handler is gone
