@@ -274,8 +274,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"delta-rlvr {args.command}: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ndelta-rlvr {args.command}: stopped at once; the newest checkpoint in the run folder is intact "
-              "(continue with --resume)", file=sys.stderr)
+        how = {"train": "the newest checkpoint in the run folder is intact; continue with --resume",
+               "compare": "finished runs and checkpoints are kept; rerun the same command to continue the study",
+               "eval": "the samples written so far are kept; rerun the same command to continue"}
+        print(f"\ndelta-rlvr {args.command}: stopped; {how.get(args.command, 'rerun the command')}", file=sys.stderr)
         return 130
 
 

@@ -247,6 +247,27 @@ def test_a_second_ctrl_c_stops_at_once_without_a_traceback_and_keeps_the_last_ch
     capsys.readouterr()
     assert main(["train", "--output-dir", str(tmp_path / "R"), "--resume", "--max-steps", "3"]) == 130
     err = capsys.readouterr().err
-    assert "stopped at once" in err and "Traceback" not in err
+    assert "stopped; the newest checkpoint in the run folder is intact" in err and "Traceback" not in err
     assert snapshot(tmp_path / "R" / "checkpoints") == before  # step 1's checkpoint, untouched
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the trainer's handler is gone
+
+
+def test_ctrl_c_in_compare_checkpoints_the_run_and_evaluates_nothing(tmp_path, capsys, monkeypatch):
+    from delta_rlvr.train.trainer import Trainer
+
+    real_step = Trainer.train_step
+
+    def step_then_ctrl_c(self):
+        out = real_step(self)
+        os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_ctrl_c)
+    sets = [a for kv in SMALL for a in ("--set", kv.split("=", 1)[1])]
+    assert main(["compare", "--method", "dapo", "--seeds", "0", "--output-dir", str(tmp_path / "C"), "--k", "1",
+                 "--max-new-tokens", "8", *sets, "--set", "run.max_steps=3"]) == 130
+    err = capsys.readouterr().err
+    assert "rerun the same command to continue the study" in err and "Traceback" not in err
+    run = tmp_path / "C" / "dapo" / "seed-0"
+    assert latest_checkpoint(run / "checkpoints").name == "step-00000001"
+    assert not list(tmp_path.glob("C/*.md")) and not (run / "eval").exists()

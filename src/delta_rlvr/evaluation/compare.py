@@ -176,7 +176,12 @@ def train_run(config: TrainConfig) -> Path:
         (folder / "metrics.jsonl").unlink()  # a start that died before its first checkpoint
         shutil.rmtree(folder / "tensorboard", ignore_errors=True)
     print(f"{folder}: {'resuming at step ' + str(step) if newest else 'training'} to step {config.run.max_steps}")
-    Trainer(config, resume=newest is not None).train()
+    trainer = Trainer(config, resume=newest is not None)
+    trainer.train()
+    if trainer.interrupted is not None:  # Ctrl-C / SIGTERM: the run checkpointed; stop the study, evaluate nothing
+        print(f"{folder}: stopped at step {trainer.step} (checkpoint written); rerun the same compare command to "
+              "continue the study", flush=True)
+        raise KeyboardInterrupt
     return latest_checkpoint(folder / "checkpoints")
 
 
