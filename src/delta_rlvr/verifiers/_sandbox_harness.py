@@ -1,14 +1,19 @@
-"""Runs inside the sandbox subprocess, before and around the untrusted solution.
+"""Runs inside the sandbox, before and around the untrusted solution.
 
-The parent passes this file's *source* with `python -I -B -c`, so the sandboxed user never
-needs to read the package directory. argv: mode (stdio|assert), sandbox dir, memory bytes, CPU
-seconds, output bytes, isolation (mount|none), nonce fd, status fd.
+The parent passes `_value_codec.py` + this file's *source* with `python -I -B -c`, so the sandbox
+never needs the package directory. argv[1] is a JSON config: mode (stdio|assert|function), box
+(where solution.py, tests.py, calls.json are; read-only in the sandbox), workdir (the cwd),
+memory/cpu/fsize/nproc limits, drop_uid (root mode: the uid to become before the solution is
+read), audit_hook (isolation="none" only), function name, nonce_fd, status_fd.
 
-Order matters: limits first, then the read-only filesystem, then the audit hook, then the
-solution.
-The status line carries a nonce the solution never sees directly, so `os._exit(0)` or
-`sys.exit(0)` before the tests cannot fake a pass (it is a guard against reward hacking by
-a policy, not a security boundary: code that walks interpreter frames could still find it).
+Order matters: limits, read the inputs, drop root, then the solution.
+
+The status pipe carries lines `<nonce> <word> ...`: the nonce, read from a pipe the solution
+never sees directly, marks that the harness (not a premature `sys.exit(0)`) wrote the status.
+It is a guard against accidents, not a boundary: code running in this process can find the
+nonce and the pipe (walking frames, reading /proc/self/fd) and write any status. That is why
+function-style results are compared in the parent, and stdio output too; only assert-style
+tests (which run here) can be forged.
 """
 
 import builtins
@@ -25,55 +30,23 @@ def _limit(kind, value):
         pass
 
 
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_BIND = 1, 2, 4, 8, 32, 4096
-_KEEP_FLAGS = {"nosuid": _MS_NOSUID, "nodev": _MS_NODEV, "noexec": _MS_NOEXEC,
-               "noatime": 1024, "nodiratime": 2048, "relatime": 1 << 21}
+def _drop_root(uid):
+    """Become `uid` with no groups; setresuid from root to non-root clears every capability."""
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    with open("/proc/self/status", encoding="ascii") as handle:
+        status = dict(line.split(":", 1) for line in handle.read().splitlines() if ":" in line)
+    for key in ("CapPrm", "CapEff", "CapAmb"):
+        if int(status[key], 16) != 0:
+            raise SystemExit(f"sandbox: capabilities left after dropping root: {key} {status[key].strip()}")
+    if os.getuid() != uid or os.geteuid() != uid or os.getgroups():
+        raise SystemExit("sandbox: could not drop root")
 
 
-def _read_only_filesystem(box):
-    """In a private mount namespace: every mount read-only except a bind mount of the box.
-
-    Returns True when all remounts succeeded. Needs CAP_SYS_ADMIN in the mount namespace (root,
-    or root of a user namespace); anything else fails quietly and the audit hook remains.
-    """
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    encoded = box.encode()
-    if libc.mount(encoded, encoded, None, _MS_BIND, None) != 0:
-        return False
-    complete = True
-    with open("/proc/self/mountinfo", encoding="utf-8") as table:
-        entries = [line.split() for line in table]
-    for fields in entries:
-        point = fields[4].replace("\\040", " ")
-        if point == box:
-            continue
-        flags = _MS_REMOUNT | _MS_BIND | _MS_RDONLY
-        for option in fields[5].split(","):
-            flags |= _KEEP_FLAGS.get(option, 0)
-        if libc.mount(None, point.encode(), None, flags, None) != 0:
-            complete = False
-    return complete
-
-
-def _main():
-    mode, box, memory, cpu, fsize, isolate, nonce_fd, status_fd = sys.argv[1:9]
-    memory, cpu, fsize = int(memory), int(cpu), int(fsize)
-    nonce_fd, status_fd = int(nonce_fd), int(status_fd)
-    _limit(resource.RLIMIT_AS, memory)
-    _limit(resource.RLIMIT_CPU, cpu)
-    _limit(resource.RLIMIT_FSIZE, fsize)
-    _limit(resource.RLIMIT_CORE, 0)
-    _limit(resource.RLIMIT_NPROC, 256)  # per real uid; root ignores it (see code_runner)
-    if isolate == "mount":
-        read_only = _read_only_filesystem(os.path.realpath(box))
-        if not read_only:
-            print("sandbox: could not make every mount read-only", file=sys.stderr)
-        os.chdir(box)  # re-enter through the writable bind mount, not the now read-only original
-    nonce = os.read(nonce_fd, 64).decode()
-    os.close(nonce_fd)
-    status = os.fdopen(status_fd, "w")
+def _install_audit_hook(box):
+    """isolation='none' only: refuse sockets, subprocesses and writes outside `box` (ctypes can
+    bypass all of this; it stops accidents, not an attacker)."""
     box = os.path.realpath(box) + os.sep
 
     def inside(path):
@@ -88,7 +61,7 @@ def _main():
     path_events = {
         "os.remove", "os.rmdir", "os.rename", "os.chmod", "os.chown", "os.truncate",
         "os.symlink", "os.link", "os.mkdir", "shutil.rmtree", "os.utime",
-    }
+    }  # fmt: skip
     blocked = ("socket.", "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "pty.spawn")
 
     def hook(event, args):
@@ -106,18 +79,45 @@ def _main():
                 if isinstance(path, (str, bytes)) and not inside(path):
                     raise PermissionError(f"sandbox: {event} on {path!r} outside the sandbox dir")
 
-    source = open(os.path.join(box, "solution.py"), encoding="utf-8").read()
-    if mode == "assert":
-        source += "\n\n" + open(os.path.join(box, "tests.py"), encoding="utf-8").read()
-    code = compile(source, "solution.py", "exec")
     sys.addaudithook(hook)
+
+
+def _read(path):
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
+def _main():
+    config = json.loads(sys.argv[1])
+    mode, box = config["mode"], config["box"]
+    _limit(resource.RLIMIT_AS, config["memory"])
+    _limit(resource.RLIMIT_CPU, config["cpu"])
+    _limit(resource.RLIMIT_FSIZE, config["fsize"])
+    _limit(resource.RLIMIT_CORE, 0)
+    _limit(resource.RLIMIT_NPROC, config["nproc"])
+    source = _read(os.path.join(box, "solution.py"))
+    if mode == "assert":
+        source += "\n\n" + _read(os.path.join(box, "tests.py"))
+    calls = json.loads(_read(os.path.join(box, "calls.json"))) if mode == "function" else []
+    nonce = os.read(config["nonce_fd"], 64).decode()
+    os.close(config["nonce_fd"])
+    status = os.fdopen(config["status_fd"], "w")
+    if config["drop_uid"] is not None:
+        _drop_root(config["drop_uid"])
+    os.chdir(config["workdir"])
+    if config["audit_hook"]:
+        _install_audit_hook(config["workdir"])
+    code = compile(source, "solution.py", "exec")
+    namespace = {"__name__": "__main__", "__builtins__": builtins}
     outcome = "ok"
     try:
-        exec(code, {"__name__": "__main__", "__builtins__": builtins})
+        exec(code, namespace)
+        if mode == "function":
+            _call_each(namespace, config["function"], calls, nonce, status)
     except SystemExit as stop:
         # A stdin/stdout program may end with sys.exit(0); assert-style code must reach its end.
-        if mode == "assert" or stop.code not in (None, 0):
-            outcome = "error SystemExit before the tests finished" if mode == "assert" else "error SystemExit"
+        if mode != "stdio" or stop.code not in (None, 0):
+            outcome = "error SystemExit" if mode == "stdio" else "error SystemExit before the tests finished"
     except AssertionError:
         outcome = "failed"
     except BaseException as error:  # noqa: BLE001 - report any failure of untrusted code
@@ -130,6 +130,23 @@ def _main():
     status.write(f"{nonce} {outcome}\n")
     status.flush()
     os._exit(0)
+
+
+def _call_each(namespace, name, calls, nonce, status):
+    """Call the solution's function on each argument tuple; report each value as plain data."""
+    function = namespace.get(name)
+    if not callable(function):
+        raise NameError(f"the solution defines no function {name!r}")
+    for index, encoded in enumerate(calls):
+        args = decode_value(encoded)  # noqa: F821 - defined by _value_codec.py, prepended
+        try:
+            line = f"R {index} " + dumps_value(function(*args))  # noqa: F821
+        except SystemExit:
+            raise
+        except BaseException as error:  # noqa: BLE001 - one failing call is one failed case
+            line = f"E {index} {type(error).__name__}: {str(error)[:200]!r}"
+        status.write(f"{nonce} {line}\n")
+        status.flush()
 
 
 _main()

@@ -1,64 +1,109 @@
 """Run a Python solution against test cases in a throwaway sandbox process.
 
 Test styles (as in HumanEval+/MBPP+/LiveCodeBench):
-- stdin/stdout: one process per case, the case's input on stdin, stdout compared to the
-  expected output line by line after trailing whitespace is removed (then token by token, so
-  a different line wrapping of the same tokens still passes);
+- stdin/stdout: one process per case, the case's input on stdin, stdout compared in this
+  (the parent) process to the expected output line by line after trailing whitespace is
+  removed (then token by token, so a different line wrapping of the same tokens still passes);
+- function-style: `CodeTests(function="add", calls=(((1, 2), 3), ...))`: one process calls the
+  solution's function on each argument tuple and sends back each returned value as plain data
+  (`_value_codec.py`); this process rebuilds it from builtins and compares it with the expected
+  value. The expected values never enter the sandbox, and nothing the solution defines (a
+  custom `__eq__`, a forged status line) takes part in the comparison;
 - assert-style: the solution followed by test code (plain `assert`s, or a HumanEval
-  `check(candidate)` plus the call) in one process; AssertionError = failed.
+  `check(candidate)` plus the call) in one process; AssertionError = failed. These run inside
+  the sandboxed interpreter together with the solution, so a hostile solution CAN make them
+  pass (an object whose `__eq__` is always True, or writing the harness's status itself after
+  finding its nonce by walking frames). Use function-style or stdio tests for RL rewards.
 
-Isolation, strongest available first (`sandbox_isolation()` says which one is in use):
-1. Linux namespaces via `unshare`: a new network namespace (no interfaces but a down
-   loopback, so no network at all); a new PID namespace whose init is the harness, so when the
-   harness ends or is killed the kernel kills every process it forked, even ones that called
-   setsid; and a private mount namespace in which the harness remounts every mount read-only
-   except a bind mount of the sandbox dir, so nothing outside it can be deleted or modified,
-   by Python or by anything it execs. Without root, a user namespace (`unshare -r`) is added.
-   (Dropping to `nobody` instead was tried and rejected: the interpreter's stdlib may live under
-   a directory only its owner can read, e.g. a pyenv build under /root.)
-2. Always, inside the process: rlimits (address space, CPU seconds, file size so an output
-   flood dies at `max_output_bytes`, no core files, at most 256 processes per non-root uid) and a
-   Python audit hook that refuses sockets, subprocesses/exec, and writes, deletions or renames
-   outside the private temp dir. The audit hook alone is the fallback when `unshare` is missing
-   or refused; it stops accidents, not a determined attacker (ctypes can bypass it).
-The parent always enforces the wall-clock limit by SIGKILLing the process group, and deletes
-the temp dir afterwards.
+Isolation (`sandbox.py`, `sandbox_isolation()` says what is in use): bubblewrap with an
+unprivileged uid, no capabilities, no_new_privs, seccomp, own pid/net/ipc/uts/mount namespaces,
+read-only system and interpreter, a private /tmp, and memory/process limits on the whole tree
+(a cgroup per run where one can be created, RLIMIT_NPROC otherwise). When that is not available
+`run_code_tests` raises SandboxUnavailable saying what to install; isolation="none" runs the
+code with rlimits and an audit hook only, which does NOT hold against hostile code.
+The parent enforces the wall-clock limit by SIGKILLing the process group (and the cgroup),
+and deletes the temp dir afterwards.
 """
 
 from __future__ import annotations
 
-import functools
+import json
+import math
 import os
+import select
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from delta_rlvr.verifiers import _value_codec
+from delta_rlvr.verifiers.sandbox import (
+    SANDBOX_UID,
+    SandboxPlan,
+    SandboxUnavailable,
+    bwrap_command,
+    create_run_cgroup,
+    install_hint,
+    sandbox_plan,
+    seccomp_memfd,
+)
 
 CodeStatus = Literal["passed", "failed", "error", "timeout"]
+Isolation = Literal["bwrap", "none"]
 
-_HARNESS_SOURCE = (Path(__file__).parent / "_sandbox_harness.py").read_text(encoding="utf-8")
+__all__ = [
+    "CodeResult",
+    "CodeTests",
+    "SandboxUnavailable",
+    "outputs_match",
+    "run_code_tests",
+    "sandbox_isolation",
+    "values_match",
+]
+
+_HERE = Path(__file__).parent
+_HARNESS_SOURCE = (_HERE / "_value_codec.py").read_text(encoding="utf-8") + "\n" + (
+    _HERE / "_sandbox_harness.py"
+).read_text(encoding="utf-8")
+FLOAT_TOLERANCE = 1e-9  # relative and absolute, for floats inside function-style results
 
 
 @dataclass(frozen=True)
 class CodeTests:
-    """Test cases for one problem: `stdio` (input, expected output) pairs, or `assert_code`."""
+    """Test cases for one problem: exactly one of `stdio` (input, expected output) pairs,
+    `assert_code`, or `function` + `calls` ((args tuple, expected return value) pairs)."""
 
     stdio: tuple[tuple[str, str], ...] = ()
     assert_code: str = ""
+    function: str = ""
+    calls: tuple[tuple[tuple[Any, ...], Any], ...] = ()
 
     def __post_init__(self) -> None:
-        if bool(self.stdio) == bool(self.assert_code.strip()):
+        kinds = [bool(self.stdio), bool(self.assert_code.strip()), bool(self.calls or self.function)]
+        if sum(kinds) != 1:
             raise ValueError(
-                "CodeTests needs exactly one of stdio=((input, expected_output), ...) or "
-                "assert_code='assert f(1) == 2'; got "
-                f"{len(self.stdio)} stdio cases and {len(self.assert_code)} chars of assert_code"
+                "CodeTests needs exactly one of stdio=((input, expected_output), ...), "
+                "assert_code='assert f(1) == 2', or function='f', calls=(((1,), 2), ...); got "
+                f"{len(self.stdio)} stdio cases, {len(self.assert_code)} chars of assert_code, "
+                f"function={self.function!r} with {len(self.calls)} calls"
             )
         for index, case in enumerate(self.stdio):
             if len(case) != 2 or not all(isinstance(part, str) for part in case):
                 raise ValueError(f"stdio[{index}] must be an (input: str, expected_output: str) pair")
+        if kinds[2]:
+            if not self.function.isidentifier() or not self.calls:
+                raise ValueError(f"function-style tests need a function name and calls; got {self.function!r}, {len(self.calls)} calls")
+            for index, call in enumerate(self.calls):
+                if len(call) != 2 or not isinstance(call[0], tuple):
+                    raise ValueError(f"calls[{index}] must be an (args: tuple, expected) pair")
+                try:
+                    _value_codec.encode_value(call)
+                except TypeError as error:
+                    raise ValueError(f"calls[{index}]: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -72,78 +117,157 @@ class CodeResult:
     detail: str = ""
 
 
-@functools.cache
-def _unshare_prefix() -> tuple[str, ...]:
-    """The `unshare` command that works here, or () when namespaces are unavailable."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        return ()
-    flags = ["--mount", "--net", "--pid", "--fork", "--kill-child"]
-    if os.geteuid() != 0:
-        flags.insert(0, "--map-root-user")
-    command = (unshare, *flags)
-    try:
-        probe = subprocess.run([*command, "true"], capture_output=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return ()
-    return command if probe.returncode == 0 else ()
-
-
-def sandbox_isolation() -> str:
+def sandbox_isolation(isolation: Isolation = "bwrap") -> str:
     """Human-readable description of the isolation `run_code_tests` uses on this machine."""
-    if _unshare_prefix():
-        who = "" if os.geteuid() == 0 else " inside a user namespace"
-        return f"unshare mount+net+pid namespaces{who}, read-only mounts but the sandbox dir, rlimits, audit hook"
-    return "rlimits and audit hook only (unshare unavailable): no kernel network isolation"
+    if isolation == "none":
+        return "NONE (isolation='none'): rlimits and an audit hook only; unsafe for untrusted code"
+    plan = sandbox_plan()
+    if isinstance(plan, str):
+        return f"unavailable: {plan}; {install_hint()}"
+    return plan.describe()
+
+
+def _require_plan(isolation: str) -> SandboxPlan | None:
+    if isolation == "none":
+        return None
+    if isolation != "bwrap":
+        raise ValueError(f"isolation={isolation!r}: use 'bwrap' (the default) or 'none' (unsafe)")
+    plan = sandbox_plan()
+    if isinstance(plan, str):
+        raise SandboxUnavailable(f"run_code_tests refuses to run untrusted code: {plan}. To fix: {install_hint()}")
+    return plan
+
+
+@dataclass
+class _Run:
+    outcome: str  # 'timeout', 'ok', 'failed', 'error ...'
+    stdout: str
+    stderr: str
+    results: dict[int, tuple[str, str]]  # function-style: index -> ('R', json) or ('E', message)
 
 
 def _run_once(
-    box: Path, mode: str, stdin_text: str, timeout_s: float, memory_mb: int, max_output_bytes: int
-) -> tuple[str, str, str]:
-    """Run the harness once; returns (outcome, stdout, stderr tail). outcome 'timeout' or the
-    harness status ('ok', 'failed', 'error ...'), or 'error ...' when no status came back."""
-    (box / "stdin.txt").write_text(stdin_text, encoding="utf-8")
-    isolate = "mount" if _unshare_prefix() else "none"
+    plan: SandboxPlan | None,
+    workdir: Path,
+    mode: str,
+    stdin_text: str,
+    *,
+    function: str,
+    timeout_s: float,
+    memory_mb: int,
+    max_output_bytes: int,
+    max_processes: int,
+) -> _Run:
+    """Run the harness once and collect what came back."""
+    box = workdir / "box"
+    stdin_path = workdir / "stdin.txt"
+    stdin_path.write_text(stdin_text, encoding="utf-8")
+    memory_bytes = memory_mb * 1024 * 1024
     nonce = os.urandom(16).hex()
     nonce_read, nonce_write = os.pipe()
     status_read, status_write = os.pipe()
     os.write(nonce_write, nonce.encode())
     os.close(nonce_write)
-    command = [
-        *_unshare_prefix(), sys.executable, "-I", "-B", "-c", _HARNESS_SOURCE, mode, str(box),
-        str(memory_mb * 1024 * 1024), str(int(timeout_s) + 1), str(max_output_bytes), isolate,
-        str(nonce_read), str(status_write),
-    ]  # fmt: skip
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(box), "TMPDIR": str(box), "LANG": "C.UTF-8"}
-    out_path, err_path = box.parent / "stdout.txt", box.parent / "stderr.txt"
-    with open(box / "stdin.txt", "rb") as stdin, open(out_path, "wb") as out, open(err_path, "wb") as err:
-        process = subprocess.Popen(
-            command, stdin=stdin, stdout=out, stderr=err, cwd=box, env=env,
-            pass_fds=(nonce_read, status_write), start_new_session=True,
-        )  # fmt: skip
-    os.close(nonce_read)
-    os.close(status_write)
-    timed_out = False
+    cgroup = None
+    seccomp_fd = None
+    child_fds = [nonce_read, status_write]
+    inside = plan is not None
+    config = {
+        "mode": mode,
+        "box": "/box" if inside else str(box),
+        "workdir": "/tmp" if inside else str(box),
+        "memory": memory_bytes,
+        "cpu": int(timeout_s) + 1,
+        "fsize": max_output_bytes,
+        # root mode: per host uid (shared by concurrent sandboxes); user namespace: per sandbox
+        "nproc": max_processes + 2 if inside else 256,
+        "drop_uid": SANDBOX_UID if inside and plan.root_mode else None,
+        "audit_hook": not inside,
+        "function": function,
+        "nonce_fd": nonce_read,
+        "status_fd": status_write,
+    }
+    prefix: list[str] = []
     try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-    _kill_group(process)
-    os.set_blocking(status_read, False)
-    try:
-        status = os.read(status_read, 4096).decode(errors="replace")
-    except BlockingIOError:
-        status = ""
-    os.close(status_read)
+        if plan is not None:
+            cgroup = create_run_cgroup(plan, memory_bytes, max_processes + 3)
+            seccomp_fd = seccomp_memfd(plan)
+            if seccomp_fd is not None:
+                child_fds.append(seccomp_fd)
+            prefix = bwrap_command(plan, box=box, memory_bytes=memory_bytes, seccomp_fd=seccomp_fd, cgroup=cgroup)
+        command = [*prefix, sys.executable, "-I", "-B", "-c", _HARNESS_SOURCE, json.dumps(config)]
+        out_path, err_path = workdir / "stdout.txt", workdir / "stderr.txt"
+        with open(stdin_path, "rb") as stdin, open(out_path, "wb") as out, open(err_path, "wb") as err:
+            process = subprocess.Popen(
+                command, stdin=stdin, stdout=out, stderr=err, cwd=box, env={} if inside else _plain_env(box),
+                pass_fds=tuple(child_fds), start_new_session=True,
+            )  # fmt: skip
+        for fd in child_fds:
+            os.close(fd)
+        child_fds = []
+        status_bytes, timed_out = _collect(process, status_read, time.monotonic() + timeout_s, max(max_output_bytes, 1 << 16))
+        _kill_group(process)
+    finally:
+        for fd in child_fds:
+            os.close(fd)
+        os.close(status_read)
+        if cgroup is not None:
+            cgroup.destroy()
     stdout = _read_capped(out_path, max_output_bytes)
     stderr = _read_capped(err_path, 4000)
+    outcome, results = _parse_status(status_bytes.decode("utf-8", errors="replace"), nonce)
     if timed_out:
-        return "timeout", stdout, stderr
-    if not status.startswith(nonce + " "):
+        return _Run("timeout", stdout, stderr, results)
+    if outcome is None:
         size = out_path.stat().st_size
         why = "output limit" if size >= max_output_bytes else f"exit code {process.returncode}"
-        return f"error no status from the harness ({why})", stdout, stderr
-    return status[len(nonce) + 1 :].strip(), stdout, stderr
+        return _Run(f"error no status from the harness ({why})", stdout, stderr, results)
+    return _Run(outcome, stdout, stderr, results)
+
+
+def _plain_env(box: Path) -> dict[str, str]:
+    return {"PATH": "/usr/bin:/bin", "HOME": str(box), "TMPDIR": str(box), "LANG": "C.UTF-8"}
+
+
+def _collect(process: subprocess.Popen, status_fd: int, deadline: float, limit: int) -> tuple[bytes, bool]:
+    """Read the status pipe until every writer is gone, the deadline passes or `limit` bytes
+    came; then wait for the process. Returns (status bytes, timed out)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return b"".join(chunks), True
+        ready, _, _ = select.select([status_fd], [], [], left)
+        if not ready:
+            continue
+        chunk = os.read(status_fd, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    try:
+        process.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        return b"".join(chunks), True
+    return b"".join(chunks), False
+
+
+def _parse_status(text: str, nonce: str) -> tuple[str | None, dict[int, tuple[str, str]]]:
+    outcome = None
+    results: dict[int, tuple[str, str]] = {}
+    for line in text.splitlines():
+        if not line.startswith(nonce + " "):
+            continue
+        body = line[len(nonce) + 1 :]
+        kind, _, rest = body.partition(" ")
+        if kind in ("R", "E"):
+            index, _, payload = rest.partition(" ")
+            if index.isdigit():
+                results.setdefault(int(index), (kind, payload))
+        else:
+            outcome = body.strip()
+    return outcome, results
 
 
 def _kill_group(process: subprocess.Popen) -> None:
@@ -155,16 +279,39 @@ def _kill_group(process: subprocess.Popen) -> None:
 
 
 def _read_capped(path: Path, limit: int) -> str:
-    with open(path, "rb") as handle:
-        return handle.read(limit).decode("utf-8", errors="replace")
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(limit).decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
 
 
 def outputs_match(expected: str, actual: str) -> bool:
     """Line-wise after trailing whitespace is removed, else the same whitespace-split tokens."""
+
     def lines(text: str) -> list[str]:
         return [line.rstrip() for line in text.strip().splitlines()]
 
     return lines(expected) == lines(actual) or expected.split() == actual.split()
+
+
+def values_match(expected: Any, actual: Any) -> bool:
+    """Python equality on plain data, with floats equal within FLOAT_TOLERANCE (NaN == NaN).
+    Both sides must be builtins (as `_value_codec.decode_value` makes them)."""
+    number = (int, float)
+    if isinstance(expected, number) and isinstance(actual, number) and (isinstance(expected, float) or isinstance(actual, float)):
+        if math.isnan(expected) or math.isnan(actual):
+            return math.isnan(expected) and math.isnan(actual)
+        return math.isclose(expected, actual, rel_tol=FLOAT_TOLERANCE, abs_tol=FLOAT_TOLERANCE)
+    if isinstance(expected, (list, tuple)) and isinstance(actual, (list, tuple)):
+        return (
+            type(expected) is type(actual)
+            and len(expected) == len(actual)
+            and all(values_match(e, a) for e, a in zip(expected, actual))
+        )
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        return expected.keys() == actual.keys() and all(values_match(expected[k], actual[k]) for k in expected)
+    return bool(expected == actual)
 
 
 def run_code_tests(
@@ -175,45 +322,114 @@ def run_code_tests(
     memory_mb: int = 1024,
     max_output_bytes: int = 1 << 20,
     stop_at_first_failure: bool = True,
+    max_processes: int = 64,
+    isolation: Isolation = "bwrap",
 ) -> CodeResult:
     """Run `solution` on `tests` in the sandbox; never raises for anything the solution does.
 
     timeout_s: wall-clock limit per process (per case for stdio tests).
-    memory_mb: address-space limit of the sandboxed interpreter.
+    memory_mb: memory of the whole process tree (cgroup), and the address-space limit of
+        each process (RLIMIT_AS); also the size cap of the private /tmp.
     max_output_bytes: stdout beyond this kills the process (status error).
+    max_processes: processes + threads the tree may have besides the interpreter.
+    isolation: "bwrap" (default; raises SandboxUnavailable when it cannot be provided) or
+        "none" (UNSAFE: rlimits and an audit hook only, for code you trust).
     """
     if not timeout_s > 0:
         raise ValueError(f"timeout_s={timeout_s!r} must be positive")
     if memory_mb < 64:
         raise ValueError(f"memory_mb={memory_mb} is too small for a Python interpreter; use >= 64")
+    if max_processes < 1:
+        raise ValueError(f"max_processes={max_processes} must be >= 1")
+    plan = _require_plan(isolation)
     workdir = Path(tempfile.mkdtemp(prefix="delta-sandbox-"))
     box = workdir / "box"
     box.mkdir()
+    limits = {
+        "function": tests.function,
+        "timeout_s": timeout_s,
+        "memory_mb": memory_mb,
+        "max_output_bytes": max_output_bytes,
+        "max_processes": max_processes,
+    }
     try:
         (box / "solution.py").write_text(solution, encoding="utf-8")
         if tests.assert_code:
             (box / "tests.py").write_text(tests.assert_code, encoding="utf-8")
-            outcome, _, stderr = _run_once(box, "assert", "", timeout_s, memory_mb, max_output_bytes)
-            return _single_result(outcome, stderr)
-        passed = 0
-        first_problem: tuple[CodeStatus, str] | None = None
-        for index, (stdin_text, expected) in enumerate(tests.stdio):
-            outcome, stdout, stderr = _run_once(box, "stdio", stdin_text, timeout_s, memory_mb, max_output_bytes)
-            if outcome == "ok" and outputs_match(expected, stdout):
-                passed += 1
-                continue
-            if first_problem is None:
-                status: CodeStatus = "timeout" if outcome == "timeout" else "failed" if outcome == "ok" else "error"
-                why = f"case {index}: wrong output {stdout[:200]!r}" if outcome == "ok" else f"case {index}: {outcome} {stderr[-500:]}"
-                first_problem = (status, why)
-            if stop_at_first_failure:
-                break
-        total = len(tests.stdio)
-        if first_problem is None:
-            return CodeResult("passed", 1.0, passed, total)
-        return CodeResult(first_problem[0], 0.0, passed, total, first_problem[1])
+            run = _run_once(plan, workdir, "assert", "", **limits)
+            return _single_result(run.outcome, run.stderr)
+        if tests.calls:
+            calls = [_value_codec.encode_value(args) for args, _ in tests.calls]
+            (box / "calls.json").write_text(json.dumps(calls), encoding="utf-8")
+            run = _run_once(plan, workdir, "function", "", **limits)
+            return _function_result(tests, run, stop_at_first_failure)
+        return _stdio_result(plan, workdir, tests, limits, stop_at_first_failure)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _stdio_result(plan, workdir, tests: CodeTests, limits: dict, stop_at_first_failure: bool) -> CodeResult:
+    passed = 0
+    first_problem: tuple[CodeStatus, str] | None = None
+    for index, (stdin_text, expected) in enumerate(tests.stdio):
+        run = _run_once(plan, workdir, "stdio", stdin_text, **limits)
+        if run.outcome == "ok" and outputs_match(expected, run.stdout):
+            passed += 1
+            continue
+        if first_problem is None:
+            status: CodeStatus = "timeout" if run.outcome == "timeout" else "failed" if run.outcome == "ok" else "error"
+            why = (
+                f"case {index}: wrong output {run.stdout[:200]!r}"
+                if run.outcome == "ok"
+                else f"case {index}: {run.outcome} {run.stderr[-500:]}"
+            )
+            first_problem = (status, why)
+        if stop_at_first_failure:
+            break
+    total = len(tests.stdio)
+    if first_problem is None:
+        return CodeResult("passed", 1.0, passed, total)
+    return CodeResult(first_problem[0], 0.0, passed, total, first_problem[1])
+
+
+def _function_result(tests: CodeTests, run: _Run, stop_at_first_failure: bool) -> CodeResult:
+    total = len(tests.calls)
+    passed = 0
+    first_problem: tuple[CodeStatus, str] | None = None
+    for index, (args, expected) in enumerate(tests.calls):
+        kind, payload = run.results.get(index, ("", ""))
+        problem: tuple[CodeStatus, str] | None = None
+        if kind == "R":
+            try:
+                value = _value_codec.loads_value(payload)
+            except ValueError as error:
+                problem = ("error", f"call {index}: unreadable result ({error})")
+            else:
+                if not values_match(expected, value):
+                    problem = ("failed", f"call {index}: {tests.function}{_short(args)} returned {_short(value)}, expected {_short(expected)}")
+        elif kind == "E":
+            problem = ("error", f"call {index}: {tests.function}{_short(args)} raised {payload[:300]}")
+        elif run.outcome == "timeout":
+            problem = ("timeout", f"call {index}: wall-clock limit")
+        else:
+            why = run.outcome if run.outcome != "ok" else "no result"
+            problem = ("error", f"call {index}: {why} {run.stderr[-500:]}".strip())
+        if problem is None:
+            if first_problem is None or not stop_at_first_failure:
+                passed += 1
+            continue
+        if first_problem is None:
+            first_problem = problem
+    if first_problem is None and run.outcome not in ("ok",):
+        first_problem = ("timeout" if run.outcome == "timeout" else "error", f"after the calls: {run.outcome} {run.stderr[-300:]}")
+    if first_problem is None:
+        return CodeResult("passed", 1.0, passed, total)
+    return CodeResult(first_problem[0], 0.0, passed, total, first_problem[1])
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _single_result(outcome: str, stderr: str) -> CodeResult:
