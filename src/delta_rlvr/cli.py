@@ -78,6 +78,7 @@ def _sampling_args(p: argparse.ArgumentParser, k: int) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from delta_rlvr.evaluation import EvalConfig, SamplingSettings, evaluate, resolve_model
+    from delta_rlvr.evaluation.benchmarks import DataOptions
     from delta_rlvr.evaluation.report import to_markdown
     from delta_rlvr.evaluation.runner import default_max_new_tokens
     from delta_rlvr.train import ConfigError
@@ -87,12 +88,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         sampling = SamplingSettings(args.k, args.temperature, args.top_p, args.max_new_tokens or default_max_new_tokens(source))
         cfg = EvalConfig(model=args.model, benchmarks=tuple(args.benchmarks), output_dir=args.output_dir, sampling=sampling,
                          seed=args.seed, data_dir=args.data_dir, limit=args.limit, template=args.template,
-                         backend=args.backend, batch_problems=args.batch_problems, device=args.device)
+                         backend=args.backend, batch_problems=args.batch_problems, device=args.device,
+                         data=DataOptions(args.question_field or "", args.answer_field or "", args.answer_format or "",
+                                          args.skip_bad_rows))
         report = evaluate(cfg, source=source)
     except ConfigError as err:
         print(f"delta-rlvr eval: {err}", file=sys.stderr)
         return 2
     print(to_markdown(report))
+    for name, count in report.settings.get("rows_skipped", {}).items():
+        print(f"{name}: {count} bad rows skipped (--skip-bad-rows)")
     print(f"output: {args.output_dir} (samples.jsonl, report.json, report.md)")
     return 0
 
@@ -164,8 +169,18 @@ def _add_eval_commands(sub) -> None:
     ev = sub.add_parser("eval", help="avg@k / pass@k of a model on benchmarks (resumable)")
     ev.add_argument("model", help="preset (embedded:arith-tiny), Hugging Face folder, checkpoint, or run folder (newest checkpoint)")
     ev.add_argument("--benchmarks", nargs="+", default=["arithmetic"], metavar="SPEC",
-                    help="gsm8k math500 aime24 amc23 | NAME=FILE | FILE | arithmetic[:terms=4,eval_size=100] (default: arithmetic)")
-    ev.add_argument("--data-dir", help="folder holding <name>/test.jsonl for the built-in benchmarks (default: the hub)")
+                    help="paper7 (aime24 aime25 aime26 hmmt25feb hmmt25nov hmmt26feb brumo25) | gsm8k math500 amc23 smt25 ... | "
+                    "NAME=FILE | FILE (.jsonl, .json array, .parquet) | arithmetic[:terms=4,eval_size=100] (default: arithmetic)")
+    ev.add_argument("--data-dir", help="folder holding the built-in benchmarks' files (<name>/test.jsonl, matharena/<file>.jsonl; "
+                    "default: the hub)")
+    ev.add_argument("--question-field", help="field holding the question in benchmark files (dotted path: prompt.0.content; "
+                    "default: question, or a built-in's own)")
+    ev.add_argument("--answer-field", help="field holding the gold answer (dotted path: reward_model.ground_truth; default: answer)")
+    ev.add_argument("--answer-format", choices=["plain", "boxed", "hashes", "list", "choice"],
+                    help="how the gold sits in its field: plain (the answer), boxed (a solution with \\boxed{}), hashes "
+                    "(#### 18), list (any of several answers), choice (a multiple-choice letter)")
+    ev.add_argument("--skip-bad-rows", action="store_true",
+                    help="skip rows with a missing or unusable question/answer (counted in the report) instead of stopping")
     ev.add_argument("--output-dir", default="runs/eval", help="where samples.jsonl and the reports go (default runs/eval; rerun to resume)")
     _sampling_args(ev, 16)
     ev.add_argument("--limit", type=int, help="first N problems of each benchmark")

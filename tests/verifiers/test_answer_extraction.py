@@ -10,7 +10,8 @@ CASES = [
     ("boxed", r"nested \boxed{\{1, \{2\}\}} ok", r"\{1, \{2\}\}"),
     ("boxed", r"the answer is \boxed 5.", "5"),
     ("boxed", r"\fbox{42}", "42"),
-    ("boxed", r"\boxed{1} and \fbox{2}", "2"),
+    ("boxed", r"\boxed{1} and \fbox{2}", "1, 2"),  # one answer in two boxes, as math-verify reads it
+    ("boxed", r"\boxed{1}. Checking again, the answer is \boxed{2}", "2"),
     ("boxed", r"truncated \boxed{\frac{1}{2", None),
     ("boxed", "no box at all", None),
     ("boxed", r"\boxedfoo{3}", None),

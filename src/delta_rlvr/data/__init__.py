@@ -2,8 +2,8 @@
 
 Public API:
 - `PromptRecord`, `LoadSummary`, `DataError`
-- `FieldMap`, `load_jsonl`, `load_parquet`, `load_hub`, `load_file`
-- `DatasetSpec`, `BUILTIN_DATASETS`, `load_dataset_spec(name, path=..., skip_bad_rows=...)`
+- `FieldMap`, `field_map` (from user options), `load_jsonl`, `load_parquet`, `load_hub`, `load_file`
+- `DatasetSpec`, `BUILTIN_DATASETS`, `SUITES` (paper7), `load_dataset_spec(name, path=..., skip_bad_rows=...)`
 - `ArithmeticConfig`, `arithmetic_problem`, `arithmetic_dataset`, `score_arithmetic`,
   `extract_arithmetic_answer` (the embedded default task)
 - `ReasoningGymTask` (optional extra `gym`)
@@ -18,13 +18,14 @@ from delta_rlvr.data.arithmetic import (
     score_arithmetic,
 )
 from delta_rlvr.data.gym import ReasoningGymTask
-from delta_rlvr.data.loaders import FieldMap, load_file, load_hub, load_jsonl, load_parquet
+from delta_rlvr.data.loaders import FieldMap, field_map, load_file, load_hub, load_jsonl, load_parquet
 from delta_rlvr.data.records import DataError, LoadSummary, PromptRecord
-from delta_rlvr.data.specs import BUILTIN_DATASETS, DatasetSpec, get_dataset_spec, load_dataset_spec
+from delta_rlvr.data.specs import BUILTIN_DATASETS, SUITES, DatasetSpec, get_dataset_spec, load_dataset_spec
 from delta_rlvr.data.templates import TEMPLATES, TemplateOptions, render_prompt
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "SUITES",
     "TEMPLATES",
     "ArithmeticConfig",
     "DataError",
@@ -37,6 +38,7 @@ __all__ = [
     "arithmetic_dataset",
     "arithmetic_problem",
     "extract_arithmetic_answer",
+    "field_map",
     "get_dataset_spec",
     "load_dataset_spec",
     "load_file",

@@ -1,4 +1,12 @@
-"""Loaders for JSON lines, Parquet and Hugging Face datasets, with a field mapping per dataset.
+"""Loaders for JSON lines, JSON arrays, Parquet and Hugging Face datasets, with a field mapping.
+
+The one data-file contract of training and evaluation: a `.jsonl` file (one object per line), a
+`.json` file (one JSON array of objects, or JSON lines), or `.parquet`. `FieldMap` names the
+question and answer fields - dotted paths reach into nested objects and lists
+(`reward_model.ground_truth`, `answers.0`) - and the answer format (`gold_format`): "plain" (the
+field is the answer; "raw" is the same), "boxed" (a solution whose `\\boxed{}` is the answer),
+"hashes" (GSM8K's `#### 18`), "list" (a list of answers, any of which is correct), "choice" (a
+multiple-choice letter, possibly with its option text: `(D) Alina`).
 
 Every loader returns `(records, LoadSummary)`. A bad row (missing question or answer, a
 non-string answer where strings are expected, a gold that cannot be extracted, an undecodable
@@ -18,20 +26,44 @@ from pathlib import Path
 from typing import Any, Literal
 
 from delta_rlvr.data.records import DataError, LoadSummary, PromptRecord, SkippedRow
-from delta_rlvr.verifiers.extract import extract_boxed, extract_hashes, extract_raw
+from delta_rlvr.verifiers.extract import extract_boxed_answers, extract_hashes, extract_raw
 
-GoldFormat = Literal["raw", "hashes", "boxed"]
+GoldFormat = Literal["raw", "plain", "hashes", "boxed", "list", "choice"]
 
-GOLD_EXTRACTORS = {"raw": extract_raw, "hashes": extract_hashes, "boxed": extract_boxed}
+GOLD_EXTRACTORS = {
+    "raw": extract_raw, "plain": extract_raw, "hashes": extract_hashes, "boxed": extract_boxed_answers,
+    "list": extract_raw, "choice": extract_raw,
+}
+GOLD_FORMAT_HELP = ("plain (the field is the answer), boxed (a solution ending in \\boxed{...}), hashes (#### 18), "
+                    "list (a list of answers, any of which is correct), choice (a multiple-choice letter)")
+_MISSING = object()
+
+
+def field_value(row: Any, path: str) -> Any:
+    """`row` at a dotted path (`reward_model.ground_truth`, `answers.0`); a plain key first."""
+    if isinstance(row, dict) and path in row:
+        return row[path]
+    value = row
+    for part in path.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.lstrip("-").isdigit() and -len(value) <= int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return _MISSING
+    return value
 
 
 @dataclass(frozen=True)
 class FieldMap:
     """Which row fields hold what, and how the gold sits in its field.
 
-    question / messages: the prompt field (set `messages` for a chat list of {role, content}).
-    answer: the gold field; `gold_format` says how to get the bare answer from it ("hashes"
-      for GSM8K solutions ending in `#### 18`, "boxed" for MATH solutions, "raw" otherwise).
+    question / messages: the prompt field (set `messages` for a chat list of {role, content});
+      dotted paths reach nested fields (`prompt.0.content`).
+    answer: the gold field (a dotted path: `reward_model.ground_truth`); `gold_format` says how
+      to get the bare answer from it: "hashes" for GSM8K solutions ending in `#### 18`, "boxed"
+      for MATH solutions, "list" for a list of answers (any of them is correct), "choice" for
+      a multiple-choice letter, "plain" (= "raw") when the field is the answer.
     numeric_answers: accept int/float golds (AIME, AMC) and write them as strings (27.0 -> "27").
     id: the id field (default: `<source>-<line>`); metadata: fields copied into metadata.
     """
@@ -46,13 +78,52 @@ class FieldMap:
 
     def __post_init__(self) -> None:
         if self.gold_format not in GOLD_EXTRACTORS:
-            raise ValueError(f"FieldMap.gold_format={self.gold_format!r} is not one of {sorted(GOLD_EXTRACTORS)}")
+            raise DataError("field map", 0, "gold_format", f"{self.gold_format!r} is not an answer format; use {GOLD_FORMAT_HELP}")
+
+
+_SKIP_HINT = " [fix the row, or skip bad rows: --skip-bad-rows / task.skip_bad_rows: true; skipped rows are counted]"
+
+
+def field_map(question: str = "", answer: str = "", gold_format: str = "", base: FieldMap | None = None) -> FieldMap:
+    """A FieldMap from user options (CLI flags, config keys): empty ones keep `base`'s value;
+    numbers are accepted as golds (`"answer": 26`)."""
+    base = base or FieldMap()
+    fmt = {"": base.gold_format}.get(gold_format, gold_format)
+    if fmt not in GOLD_EXTRACTORS:
+        raise DataError("answer format", 0, None, f"{gold_format!r} is not an answer format; use {GOLD_FORMAT_HELP}")
+    return FieldMap(question=question or base.question, answer=answer or base.answer, messages=base.messages,
+                    gold_format=fmt, numeric_answers=True, id=base.id, metadata=base.metadata)  # type: ignore[arg-type]
 
 
 class _BadRow(Exception):
     def __init__(self, field_name: str | None, message: str) -> None:
         super().__init__(message)
         self.field_name, self.message = field_name, message
+
+
+def _gold_texts(value: Any, fields: FieldMap) -> tuple[str, ...]:
+    """The gold answer(s) of one row: one for every format but "list" (any of several)."""
+    if fields.gold_format == "list":
+        items = value if isinstance(value, (list, tuple)) else [value]
+        golds = []
+        for item in items:
+            try:
+                golds.append(_gold_text(item, FieldMap(answer=fields.answer, numeric_answers=True)))
+            except _BadRow:
+                continue
+        if not golds:
+            raise _BadRow(fields.answer, f"no usable answer in the list {value!r:.80}")
+        return tuple(dict.fromkeys(golds))
+    if isinstance(value, (list, tuple)):
+        raise _BadRow(fields.answer, f"holds a list {value!r:.60}; set the answer format to list (any of them is correct) "
+                                     "or point the answer field at one item (answers.0)")
+    gold = _gold_text(value, fields)
+    if fields.gold_format == "choice":
+        from delta_rlvr.verifiers.normalize import choice_letter
+
+        if choice_letter(gold, with_option_text=True) is None:
+            raise _BadRow(fields.answer, f"{gold[:60]!r} is not a multiple-choice letter A-E (like 'C' or '(C) text')")
+    return (gold,)
 
 
 def _gold_text(value: Any, fields: FieldMap) -> str:
@@ -62,10 +133,17 @@ def _gold_text(value: Any, fields: FieldMap) -> str:
         text = str(int(value)) if float(value).is_integer() else repr(float(value))
     else:
         hint = " (set FieldMap(numeric_answers=True) for numeric golds)" if isinstance(value, (int, float)) else ""
+        if isinstance(value, (list, tuple)):
+            hint = " (set the answer format to list: any of them is correct)"
         raise _BadRow(fields.answer, f"answer must be a string, got {type(value).__name__} {value!r:.60}{hint}")
+    if not text.strip():
+        raise _BadRow(fields.answer, "is empty; fill in the gold answer or drop the row (or skip bad rows: --skip-bad-rows, "
+                                     "task.skip_bad_rows: true)")
     gold = GOLD_EXTRACTORS[fields.gold_format](text)
     if gold is None:
-        raise _BadRow(fields.answer, f"no {fields.gold_format} answer in {text[-80:]!r}")
+        what = "\\boxed{...}" if fields.gold_format == "boxed" else "'#### <answer>'" if fields.gold_format == "hashes" else "answer"
+        raise _BadRow(fields.answer, f"no {fields.gold_format} answer ({what}) in {text[-80:]!r}; is the answer format right? "
+                                     f"({GOLD_FORMAT_HELP})")
     return gold
 
 
@@ -82,21 +160,25 @@ def _record(row: Any, line: int, fields: FieldMap, source: str) -> PromptRecord:
     if not isinstance(row, dict):
         raise _BadRow(None, f"row must be a JSON object, got {type(row).__name__}")
     prompt_field = fields.messages or fields.question
-    for name in (prompt_field, fields.answer):
-        if row.get(name) is None:
-            raise _BadRow(name, f"missing; the row has fields {sorted(row)[:12]} (fix the FieldMap)")
+    values = {}
+    for name, option in ((prompt_field, "question"), (fields.answer, "answer")):
+        values[name] = field_value(row, name)
+        if values[name] is _MISSING or values[name] is None:
+            raise _BadRow(name, f"missing; the row has fields {sorted(row)[:12]} (name the {option} field: FieldMap({option}=...), "
+                                f"--{option}-field on the command line, task.{option}_field in a config)")
     question = messages = None
     if fields.messages:
-        messages = _messages(row[fields.messages], fields.messages)
+        messages = _messages(values[fields.messages], fields.messages)
     else:
-        question = row[fields.question]
+        question = values[fields.question]
         if not isinstance(question, str) or not question.strip():
             raise _BadRow(fields.question, f"question must be a non-empty string, got {question!r:.60}")
-    gold = _gold_text(row[fields.answer], fields)
-    record_id = str(row[fields.id]) if fields.id and row.get(fields.id) is not None else f"{source}-{line}"
+    golds = _gold_texts(values[fields.answer], fields)
+    row_id = field_value(row, fields.id) if fields.id else _MISSING
+    record_id = str(row_id) if row_id is not _MISSING and row_id is not None else f"{source}-{line}"
     metadata = {name: row[name] for name in fields.metadata if name in row}
     try:
-        return PromptRecord(record_id, gold, source, question, messages, metadata)
+        return PromptRecord(record_id, golds[0], source, question, messages, metadata, golds[1:])
     except ValueError as error:
         raise _BadRow(None, str(error)) from None
 
@@ -116,7 +198,7 @@ def rows_to_records(
             records.append(_record(row, line, fields, source))
         except _BadRow as bad:
             if not skip_bad_rows:
-                raise DataError(path, line, bad.field_name, bad.message) from None
+                raise DataError(path, line, bad.field_name, bad.message + _SKIP_HINT) from None
             skipped.append(SkippedRow(line, bad.field_name, bad.message))
     if read == 0:
         raise DataError(path, 0, None, "no rows: the file is empty")
@@ -126,8 +208,36 @@ def rows_to_records(
     return records, LoadSummary(path, read, len(records), tuple(skipped))
 
 
+def _json_array_rows(path: Path, text: str) -> Iterator[tuple[int, Any]]:
+    """Items of a file holding one JSON array, each with the line it starts on."""
+    decoder = json.JSONDecoder()
+    position = text.index("[") + 1
+    while True:
+        while position < len(text) and text[position] in " \t\r\n,":
+            position += 1
+        if position >= len(text):
+            raise DataError(str(path), text.count("\n") + 1, None, "the JSON array is never closed (the file looks truncated)")
+        if text[position] == "]":
+            return
+        line = text.count("\n", 0, position) + 1
+        try:
+            item, position = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as error:
+            raise DataError(str(path), error.lineno, None, f"invalid JSON ({error.msg}, column {error.colno})") from None
+        yield line, item
+
+
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    raw = Path(path).read_bytes().splitlines(keepends=True)
+    data = Path(path).read_bytes()
+    if data.lstrip()[:1] == b"[":
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            line = data.count(b"\n", 0, error.start) + 1
+            raise DataError(str(path), line, None, "is not UTF-8; save the file as UTF-8 (for example: iconv -f latin1 -t utf-8)") from None
+        yield from _json_array_rows(path, text)
+        return
+    raw = data.splitlines(keepends=True)
     lines = []
     for number, data in enumerate(raw, start=1):
         try:
@@ -152,10 +262,13 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
 def load_jsonl(
     path: str | Path, fields: FieldMap = FieldMap(), *, source: str | None = None, skip_bad_rows: bool = False
 ) -> tuple[list[PromptRecord], LoadSummary]:
-    """Records from a JSON-lines file (one object per line; blank lines ignored)."""
+    """Records from a JSON-lines file (one object per line; blank lines ignored) or a file
+    holding one JSON array of objects (`.json`); errors name the line an item starts on."""
     path = Path(path)
     if not path.is_file():
         raise DataError(str(path), 0, None, "no such file")
+    if path.stat().st_size == 0:
+        raise DataError(str(path), 0, None, "no rows: the file is empty")
     return rows_to_records(_jsonl_rows(path), fields, path=str(path), source=source or path.stem, skip_bad_rows=skip_bad_rows)
 
 
@@ -218,4 +331,5 @@ def load_file(
         return load_parquet(path, fields, source=source, skip_bad_rows=skip_bad_rows)
     if suffix in (".jsonl", ".json", ".ndjson"):
         return load_jsonl(path, fields, source=source, skip_bad_rows=skip_bad_rows)
-    raise DataError(str(path), 0, None, f"unknown suffix {suffix!r}; use .jsonl or .parquet")
+    raise DataError(str(path), 0, None, f"unknown suffix {suffix!r}; use .jsonl (JSON lines), .json (a JSON array or JSON lines) "
+                                        "or .parquet")

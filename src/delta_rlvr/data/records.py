@@ -25,6 +25,13 @@ class PromptRecord:
     question: str | None = None
     messages: tuple[tuple[str, str], ...] | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    alternatives: tuple[str, ...] = ()
+    """Further gold answers, any of which is also correct (a "list" answer field)."""
+
+    @property
+    def golds(self) -> str | tuple[str, ...]:
+        """What the verifier gets: the gold, or a tuple of golds meaning any of them."""
+        return (self.gold, *self.alternatives) if self.alternatives else self.gold
 
     def __post_init__(self) -> None:
         if (self.question is None) == (self.messages is None):
@@ -40,6 +47,7 @@ class PromptRecord:
         if not isinstance(self.gold, str) or not self.gold.strip():
             raise ValueError(f"PromptRecord {self.id!r}: gold must be a non-empty string, got {self.gold!r}")
         object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
+        object.__setattr__(self, "alternatives", tuple(a for a in self.alternatives if isinstance(a, str) and a.strip()))
 
     def chat(self) -> list[dict[str, str]]:
         """The prompt as chat messages (a question becomes one user turn)."""

@@ -29,6 +29,12 @@ class DatasetSpec:
     answer_format: AnswerFormat
     hub_config: str | None = None
     note: str = ""
+    local_path: str = ""
+    """Where the file sits under a data folder (`--data-dir`); default `<name>/test.jsonl`."""
+
+    @property
+    def data_file(self) -> str:
+        return self.local_path or f"{self.name}/test.jsonl"
 
     def __post_init__(self) -> None:
         if self.answer_format not in ANSWER_EXTRACTORS:
@@ -77,6 +83,31 @@ BUILTIN_DATASETS: dict[str, DatasetSpec] = {
         note="DeepMath-103K, the DelTA paper's training set",
     ),
 }
+
+# MathArena's competition sets (../shared/data/matharena/, hub MathArena/<file stem>): id, problem, answer.
+_MATHARENA = {
+    "aime25": ("aime_2025", "AIME 2025 I+II, integer answers"),
+    "aime26": ("aime_2026", "AIME 2026 I+II, integer answers"),
+    "hmmt25feb": ("hmmt_feb_2025", "HMMT February 2025, LaTeX answers"),
+    "hmmt25nov": ("hmmt_nov_2025", "HMMT November 2025, LaTeX answers"),
+    "hmmt26feb": ("hmmt_feb_2026", "HMMT February 2026, LaTeX answers"),
+    "brumo25": ("brumo_2025", "BRUMO 2025, LaTeX answers"),
+    "smt25": ("smt_2025", "SMT 2025: integers, LaTeX, lists"),
+    "cmimc25": ("cmimc_2025", "CMIMC 2025"),
+    "apex25": ("apex_2025", "MathArena Apex 2025"),
+}
+for _name, (_stem, _note) in _MATHARENA.items():
+    BUILTIN_DATASETS[_name] = DatasetSpec(
+        name=_name, hub_id=f"MathArena/{_stem}", split="train",
+        fields=FieldMap(question="problem", answer="answer", id="id", numeric_answers=True),
+        answer_format="boxed", note=_note, local_path=f"matharena/{_stem}.jsonl",
+    )  # fmt: skip
+
+# Named suites of benchmarks.
+SUITES: dict[str, tuple[str, ...]] = {
+    "paper7": ("aime24", "aime25", "aime26", "hmmt25feb", "hmmt25nov", "hmmt26feb", "brumo25"),
+}
+"""paper7: the DelTA paper's seven (avg@16, temperature 1.0, top-p 0.7; problem-weighted average)."""
 
 
 def get_dataset_spec(name: str) -> DatasetSpec:

@@ -1,11 +1,16 @@
 """What an evaluation runs on: a named list of problems plus a scorer that also says why.
 
 A `Benchmark` is resolved from a string spec:
-- "gsm8k", "math500", "aime24", "amc23": built-in specs; read from `<data_dir>/<name>/test.jsonl`
-  when a data folder is given, else from the Hugging Face hub.
-- "NAME=PATH": a built-in spec's fields and answer format, read from PATH (JSON lines/Parquet).
-- "PATH": any JSON-lines/Parquet file with `question` and `answer` fields, scored with the
-  "auto" extractor (boxed, then ####, then Answer:).
+- a built-in name (gsm8k, math500, aime24, amc23, aime25, aime26, hmmt25feb, hmmt25nov,
+  hmmt26feb, brumo25, smt25, cmimc25, apex25, deepmath): read from `<data_dir>/<its file>`
+  (`<name>/test.jsonl`, `matharena/<file>.jsonl`) when a data folder is given, else the hub.
+- a suite name: `paper7` = the DelTA paper's seven (aime24 ... brumo25), expanded in place.
+- "NAME=PATH": a built-in spec's fields and answer format, read from PATH; any other NAME
+  names a user file (`mine=data/my.jsonl`).
+- "PATH": any JSON-lines / JSON-array / Parquet file, its fields named by `DataOptions`
+  (`--question-field`, `--answer-field`, `--answer-format`; default `question` / `answer` /
+  plain), scored with the "auto" extractor (box, ####, Answer:, then math-verify's own), or the
+  "choice" extractor for multiple-choice golds.
 - "arithmetic" or "arithmetic:terms=4,digits=2,eval_size=100": the built-in arithmetic task's
   held-out set (the same problems `delta-rlvr train` evaluates on, for the same settings).
 A training task becomes a benchmark with `task_benchmark` (what `compare` evaluates on).
@@ -19,8 +24,11 @@ from pathlib import Path
 
 from delta_rlvr.data import (
     BUILTIN_DATASETS,
+    SUITES,
+    DataError,
     FieldMap,
     PromptRecord,
+    field_map,
     extract_arithmetic_answer,
     load_dataset_spec,
     load_file,
@@ -50,6 +58,8 @@ class Benchmark:
     answer_format: str
     """What the prompt asks for (template instruction) and what the verifier extracts."""
     scorer: Scorer
+    rows_skipped: int = 0
+    """Bad rows of its file skipped under --skip-bad-rows (counted in the report)."""
 
     def __post_init__(self) -> None:
         if not self.records:
@@ -63,7 +73,7 @@ class Benchmark:
         """The first `limit` problems (all when None)."""
         if limit is None:
             return self
-        return Benchmark(self.name, self.records[:limit], self.answer_format, self.scorer)
+        return Benchmark(self.name, self.records[:limit], self.answer_format, self.scorer, self.rows_skipped)
 
 
 def score_arithmetic_verdicts(responses: list[str], records: list[PromptRecord]) -> list[Verdict]:
@@ -83,7 +93,7 @@ def math_scorer(answer_format: str) -> Scorer:
     def score(responses: list[str], records: list[PromptRecord]) -> list[Verdict]:
         from delta_rlvr.verifiers import score_math
 
-        results = score_math(responses, [r.gold for r in records], answer_format=answer_format)
+        results = score_math(responses, [r.golds for r in records], answer_format=answer_format)
         return [Verdict(r.score == 1.0, r.reason, r.extracted) for r in results]
 
     return score
@@ -125,33 +135,98 @@ def _default_name(path: Path) -> str:
     return path.parent.name if path.stem in ("test", "train", "validation", "dev") else path.stem
 
 
-def resolve_benchmark(spec: str, data_dir: str | Path | None = None) -> Benchmark:
-    """A benchmark from its string spec (see the module docstring)."""
+@dataclass(frozen=True)
+class DataOptions:
+    """How to read a user's benchmark file (CLI: --question-field, --answer-field,
+    --answer-format, --skip-bad-rows). Empty fields keep a built-in spec's own."""
+
+    question_field: str = ""
+    answer_field: str = ""
+    answer_format: str = ""
+    skip_bad_rows: bool = False
+
+
+def expand_specs(specs: list[str] | tuple[str, ...]) -> list[str]:
+    """Suites (`paper7`) replaced by their benchmarks; a name given twice is refused here,
+    before any model is loaded or any sample drawn."""
+    out: list[str] = []
+    for spec in specs:
+        out.extend(SUITES.get(spec, (spec,)))
+    names = [benchmark_name(spec) for spec in out]
+    for name in names:
+        if names.count(name) > 1:
+            given = [spec for spec, n in zip(out, names) if n == name]
+            raise ConfigError(
+                f"benchmarks {given} all resolve to the name {name!r}; each benchmark needs its own name (the dump is keyed "
+                f"by it): drop the repeat, or name a file NAME=FILE (for example {name}2={given[-1].split('=')[-1]})"
+            )
+    return out
+
+
+def benchmark_name(spec: str) -> str:
+    """The name a spec's benchmark gets (what the dump and the report call it)."""
     name, _, options = spec.partition(":")
     if name == "arithmetic":
-        return _arithmetic(options)
-    if "=" in spec and spec.split("=", 1)[0] in BUILTIN_DATASETS:
-        name, path = spec.split("=", 1)
-        records, _ = load_dataset_spec(name, path=path)
-        fmt = BUILTIN_DATASETS[name].answer_format
-        return Benchmark(name, tuple(records), fmt, math_scorer(fmt))
+        return "arithmetic" if not options else f"arithmetic:{options}"
     if spec in BUILTIN_DATASETS:
-        path = None
+        return spec
+    if "=" in spec:
+        return spec.split("=", 1)[0]
+    return _default_name(Path(spec))
+
+
+def _load(load, what: str):
+    try:
+        return load()
+    except DataError:
+        raise
+    except (ValueError, ImportError, OSError) as err:  # a missing extra, an unreadable file
+        raise ConfigError(f"benchmark {what!r}: {err}") from None
+
+
+def _from_file(name: str, path: Path, options: DataOptions, base: FieldMap | None = None, fmt: str | None = None) -> Benchmark:
+    fields = field_map(options.question_field, options.answer_field, options.answer_format, base)
+    records, summary = _load(lambda: load_file(path, fields, source=name, skip_bad_rows=options.skip_bad_rows), str(path))
+    if summary.rows_skipped:
+        import sys
+
+        first = summary.skipped[0]
+        print(f"benchmark {name}: skipped {summary.rows_skipped} of {summary.rows_read} rows of {path} (first: line {first.line}"
+              f"{' field ' + repr(first.field) if first.field else ''}: {first.message})", file=sys.stderr)
+    fmt = fmt or ("choice" if fields.gold_format == "choice" else "auto")
+    return Benchmark(name, tuple(records), fmt, math_scorer(fmt), summary.rows_skipped)
+
+
+def resolve_benchmark(spec: str, data_dir: str | Path | None = None, options: DataOptions | None = None) -> Benchmark:
+    """A benchmark from its string spec (see the module docstring)."""
+    options = options or DataOptions()
+    name, _, arith_options = spec.partition(":")
+    if name == "arithmetic":
+        return _arithmetic(arith_options)
+    if "=" in spec:
+        name, path = spec.split("=", 1)
+        if not name or not path:
+            raise ConfigError(f"benchmark {spec!r}: write NAME=FILE, for example mine=data/my.jsonl")
+        if name in BUILTIN_DATASETS:
+            builtin = BUILTIN_DATASETS[name]
+            return _from_file(name, Path(path), options, builtin.fields, builtin.answer_format)
+        return _from_file(name, Path(path), options)
+    if spec in BUILTIN_DATASETS:
+        builtin = BUILTIN_DATASETS[spec]
         if data_dir is not None:
-            path = Path(data_dir) / spec / "test.jsonl"
+            path = Path(data_dir) / builtin.data_file
             if not path.is_file():
                 raise ConfigError(
                     f"benchmark {spec!r}: {path} does not exist; put the file there, pass {spec}=PATH, "
                     "or drop --data-dir to read the hub"
                 )
-        records, _ = load_dataset_spec(spec, path=path)
-        fmt = BUILTIN_DATASETS[spec].answer_format
-        return Benchmark(spec, tuple(records), fmt, math_scorer(fmt))
+            return _from_file(spec, path, options, builtin.fields, builtin.answer_format)
+        records, summary = _load(lambda: load_dataset_spec(spec, skip_bad_rows=options.skip_bad_rows), spec)
+        return Benchmark(spec, tuple(records), builtin.answer_format, math_scorer(builtin.answer_format), summary.rows_skipped)
     path = Path(spec)
     if path.is_file():
-        records, _ = load_file(path, FieldMap(), source=_default_name(path))
-        return Benchmark(_default_name(path), tuple(records), "auto", math_scorer("auto"))
+        return _from_file(_default_name(path), path, options)
     raise ConfigError(
-        f"benchmark {spec!r} is neither a built-in name ({sorted(BUILTIN_DATASETS)} or 'arithmetic'), "
-        "NAME=PATH for a built-in spec read from a file, nor an existing .jsonl/.parquet file"
+        f"benchmark {spec!r} is neither a built-in name ({sorted(BUILTIN_DATASETS)}, 'arithmetic'), a suite "
+        f"({sorted(SUITES)}), NAME=PATH, nor an existing .jsonl/.json/.parquet file"
     )

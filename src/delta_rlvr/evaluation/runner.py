@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from delta_rlvr.evaluation.backends import HFSampler, SamplingSettings, VLLMSampler, pick_backend
-from delta_rlvr.evaluation.benchmarks import Benchmark, resolve_benchmark
+from delta_rlvr.evaluation.benchmarks import Benchmark, DataOptions, expand_specs, resolve_benchmark
 from delta_rlvr.evaluation.dump import SampleRow, append_rows, compact_dump
 from delta_rlvr.evaluation.models import ModelSource, resolve_model
 from delta_rlvr.evaluation.report import EvalReport, build_report, write_report
@@ -46,6 +46,8 @@ class EvalConfig:
     """Problems per generate call (rows = batch_problems x k)."""
     device: str = "auto"
     progress: bool = True
+    data: DataOptions = field(default_factory=DataOptions)
+    """Field names, answer format and bad-row policy for benchmark files."""
 
     def __post_init__(self) -> None:
         if not self.benchmarks:
@@ -104,9 +106,14 @@ def evaluate(cfg: EvalConfig, benchmarks: list[Benchmark] | None = None, source:
     """
     from tqdm.auto import tqdm
 
+    if benchmarks is None:  # files are read (and names checked) before the model is loaded
+        benchmarks = [resolve_benchmark(spec, cfg.data_dir, cfg.data) for spec in expand_specs(cfg.benchmarks)]
+    names = [b.name for b in benchmarks]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate is not None:
+        raise ConfigError(f"two benchmarks are named {duplicate!r}; each needs its own name (the dump is keyed by it): "
+                          "drop the repeat or name a file NAME=FILE")
     source = source or resolve_model(cfg.model)
-    if benchmarks is None:
-        benchmarks = [resolve_benchmark(spec, cfg.data_dir) for spec in cfg.benchmarks]
     benchmarks = [b.limited(cfg.limit) for b in benchmarks]
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -114,6 +121,7 @@ def evaluate(cfg: EvalConfig, benchmarks: list[Benchmark] | None = None, source:
     sampling = cfg.sampling
     settings = {"model": str(source.folder or source.name), "seed": cfg.seed, **asdict(sampling)}
     _check_settings(out, settings)  # before the dump is touched: a k mismatch must not drop rows
+    skipped = {b.name: b.rows_skipped for b in benchmarks if b.rows_skipped}
     done = compact_dump(dump, sampling.k)
     todo = [(b, [i for i, r in enumerate(b.records) if (b.name, r.id) not in done]) for b in benchmarks]
     remaining = sum(len(p) for _, p in todo)
@@ -151,6 +159,8 @@ def evaluate(cfg: EvalConfig, benchmarks: list[Benchmark] | None = None, source:
         done = compact_dump(dump, sampling.k)
     else:
         settings["template"] = _saved(out).get("template")
+    if skipped:
+        settings["rows_skipped"] = skipped
     report = build_report(done, [(b.name, [r.id for r in b.records]) for b in benchmarks], sampling.k, settings)
     write_report(report, out)
     return report

@@ -59,12 +59,23 @@ class TaskConfig:
     gym_name: str = "chain_sum"
     gym_kwargs: dict = field(default_factory=dict)
     gym_size: int = 5000
-    # dataset: a built-in name (gsm8k, math500, aime24, amc23, deepmath) or a file
+    # dataset: a built-in name (gsm8k, math500, aime24, amc23, deepmath, ...) or a file
+    # (.jsonl, .json array, .parquet: task.dataset=my.jsonl); dataset_path reads a built-in's
+    # fields from a local copy
     dataset: str = "gsm8k"
     dataset_path: str = ""
     eval_dataset: str = ""
     eval_path: str = ""
-    answer_format: Literal["", "boxed", "hashes", "answer_line", "answer_tag", "auto", "raw", "number"] = ""
+    question_field: str = ""
+    """Field of the question in the data file (a dotted path: prompt.0.content); "" = question / the built-in's."""
+    answer_field: str = ""
+    """Field of the gold answer (a dotted path: reward_model.ground_truth); "" = answer / the built-in's."""
+    gold_format: Literal["", "plain", "boxed", "hashes", "list", "choice"] = ""
+    """How the gold sits in its field: plain, boxed (a solution), hashes (#### 18), list (any of them),
+    choice (a letter); "" = plain for files, the built-in's own otherwise."""
+    skip_bad_rows: bool = False
+    """Skip rows whose question or answer is missing or unusable (counted on stderr) instead of stopping."""
+    answer_format: Literal["", "boxed", "hashes", "answer_line", "answer_tag", "auto", "raw", "number", "choice"] = ""
     """What the prompt asks for and the verifier extracts; "" = the task's own (reasoning_gym:
     answer_tag, datasets: their spec's format)."""
     template: Literal["raw", "plain", "chat", "few_shot"] = "raw"

@@ -14,8 +14,6 @@ from delta_rlvr.data import (
     PromptRecord,
     ReasoningGymTask,
     arithmetic_problem,
-    get_dataset_spec,
-    load_dataset_spec,
     TemplateOptions,
     render_prompt,
     score_arithmetic,
@@ -103,22 +101,70 @@ class GymTask(_ListTask):
         return self._gym.score(completions, records)
 
 
+DATA_FILE_SUFFIXES = (".jsonl", ".json", ".ndjson", ".parquet")
+
+
+def _load_task_file(cfg: TaskConfig, name: str, path: str, setting: str) -> list[PromptRecord]:
+    """Records of a built-in dataset (from its local copy `path` or the hub) or of a user file."""
+    import sys
+    from pathlib import Path
+
+    from delta_rlvr.data import BUILTIN_DATASETS, FieldMap, field_map, load_file
+    from delta_rlvr.data.loaders import load_hub
+
+    if name in BUILTIN_DATASETS:
+        spec = BUILTIN_DATASETS[name]
+        fields = field_map(cfg.question_field, cfg.answer_field, cfg.gold_format, spec.fields)
+        if path:
+            records, summary = load_file(path, fields, source=name, skip_bad_rows=cfg.skip_bad_rows)
+        else:
+            records, summary = load_hub(spec.hub_id, fields, split=spec.split, config=spec.hub_config, source=name,
+                                        skip_bad_rows=cfg.skip_bad_rows)
+    elif Path(name).suffix.lower() in DATA_FILE_SUFFIXES or Path(name).is_file():
+        fields = field_map(cfg.question_field, cfg.answer_field, cfg.gold_format, FieldMap())
+        records, summary = load_file(name, fields, source=Path(name).stem, skip_bad_rows=cfg.skip_bad_rows)
+    else:
+        raise ConfigError(
+            f"{setting} = {name!r} is neither a built-in dataset ({sorted(BUILTIN_DATASETS)}) nor a data file "
+            f"(.jsonl, .json or .parquet): for your own file set {setting}=path/to/file.jsonl"
+        )
+    if summary.rows_skipped:
+        first = summary.skipped[0]
+        print(f"{summary.source}: skipped {summary.rows_skipped} of {summary.rows_read} bad rows (task.skip_bad_rows; first: "
+              f"line {first.line}: {first.message})", file=sys.stderr)
+    return records
+
+
 class MathDatasetTask(_ListTask):
     def __init__(self, cfg: TaskConfig) -> None:
-        spec = get_dataset_spec(cfg.dataset)
-        train, _ = load_dataset_spec(cfg.dataset, path=cfg.dataset_path or None)
-        if cfg.eval_dataset:
-            evals, _ = load_dataset_spec(cfg.eval_dataset, path=cfg.eval_path or None)
+        from delta_rlvr.data import BUILTIN_DATASETS
+
+        train = _load_task_file(cfg, cfg.dataset, cfg.dataset_path, "task.dataset")
+        if cfg.eval_dataset or cfg.eval_path:
+            evals = _load_task_file(cfg, cfg.eval_dataset or cfg.eval_path, cfg.eval_path if cfg.eval_dataset else "",
+                                    "task.eval_dataset")
             evals = evals[: cfg.eval_size]
         else:  # hold out the first eval_size problems of the training file
+            if len(train) <= cfg.eval_size:
+                raise ConfigError(
+                    f"task.eval_size = {cfg.eval_size} holds out the first {cfg.eval_size} problems of {cfg.dataset} for "
+                    f"evaluation, but it has {len(train)}: nothing would be left to train on. Set task.eval_size below "
+                    f"{len(train)} (for example --set task.eval_size={max(1, len(train) // 5)}), or give a separate "
+                    "held-out file with task.eval_dataset=FILE"
+                )
             train, evals = train[cfg.eval_size:], train[: cfg.eval_size]
-        self.answer_hint = cfg.answer_format or spec.answer_format
-        super().__init__(f"dataset-{cfg.dataset}", train, evals, cfg.seed)
+        spec = BUILTIN_DATASETS.get(cfg.dataset)
+        default_format = spec.answer_format if spec is not None else "boxed"
+        if cfg.gold_format == "choice":
+            default_format = "choice"
+        self.answer_hint = cfg.answer_format or default_format
+        name = cfg.dataset if spec is not None else __import__("pathlib").Path(cfg.dataset).stem
+        super().__init__(f"dataset-{name}", train, evals, cfg.seed)
 
     def score(self, completions: list[str], records: list[PromptRecord]) -> list[float]:
         from delta_rlvr.verifiers import score_math
 
-        results = score_math(completions, [r.gold for r in records], answer_format=self.answer_hint)
+        results = score_math(completions, [r.golds for r in records], answer_format=self.answer_hint)
         return [r.score for r in results]
 
 

@@ -62,7 +62,7 @@ def main() -> None:
         try:
             signal.setitimer(signal.ITIMER_REAL, soft_s)
             try:
-                verdict, detail = check_equivalence(request["gold"], request["pred"])
+                verdict, detail = check_equivalence(request["gold"], request["pred"], request.get("mode", "extracted"))
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         except _SoftDeadline:

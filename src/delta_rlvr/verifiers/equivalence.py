@@ -4,14 +4,23 @@ Runs inside a verifier worker process (see `pool.py`): it may be slow or hang on
 input, and the pool's hard deadline is what makes that safe. Called directly it gives the same
 verdict with no time guarantee (tests and debugging).
 
-Order of checks, cheapest and most exact first:
-1. normalised strings equal (`\\dfrac{1}{2}` vs `\\frac{1}{2}`, `\\text{Evelyn}` vs `Evelyn`);
-2. both sides plain numbers -> exact rational comparison (`normalize.numbers_match`); this
-   decides the common case without sympy and avoids math-verify's 6-decimal rounding on tiny
-   values;
-3. math-verify, gold first (`verify(gold, pred)` is not symmetric), over three renderings of
-   each side compared level by level: as written, normalised, and plain text rewritten as
-   LaTeX (`pi/2`, `exp(16)`).
+math-verify is the engine; the rules around it either decide cases it gets wrong in a way that
+is provably safe, or keep its own normalisation away from the inputs it mangles. Order:
+1. the gold is prepared (`extract.prepare_gold`: boxes inside it, `$...$`); a list of golds
+   means any of them;
+2. multiple choice: when the gold is an option (`D`, `(D) Alina`, `\\text{(D)}`) and the
+   prediction is a bare letter, the letters decide;
+3. normalised strings equal (`normalize.normalize_answer`, value-preserving rules only);
+4. both sides plain numbers -> exact rational comparison, decisive both ways (this also
+   refuses math-verify's 6-decimal rounding of tiny values); a decimal comma (`1000,99`)
+   against a decimal point;
+5. math-verify, gold first (`verify(gold, pred)` is not symmetric), over up to three renderings
+   of each side compared level by level: normalised, plain text rewritten as LaTeX (`pi/2`,
+   `exp(16)`), and as written - the last only when neither side holds `\\text`/`\\mathrm`
+   groups, which math-verify deletes wholesale (`3+2\\mathrm{i}` -> `3+2`, `70 \\text{ or more}`
+   -> `70`).
+Free-text mode (answer format "auto" with no box, `####`, `Answer:` or tag) first lets
+math-verify extract the answer from the whole response, as graders call it.
 math-verify's own signal.alarm timeouts are disabled (they would fight the worker's deadline
 timer and fail off the main thread); the worker enforces time instead.
 """
@@ -19,9 +28,14 @@ timer and fail off the main thread); the worker enforces time instead.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Literal
 
+from delta_rlvr.verifiers.extract import prepare_gold
 from delta_rlvr.verifiers.normalize import (
+    choice_letter,
+    decimal_comma_value,
+    is_point_decimal,
     normalize_answer,
     numbers_match,
     plain_number,
@@ -29,15 +43,22 @@ from delta_rlvr.verifiers.normalize import (
 )
 
 Verdict = Literal["correct", "wrong", "unparsed", "gold_unparsed"]
+Mode = Literal["extracted", "free"]
 
 # math-verify warns once that we disabled its timeouts; that is deliberate (see docstring).
 logging.getLogger("math_verify").setLevel(logging.ERROR)
+logging.getLogger("latex2sympy2_extended").setLevel(logging.ERROR)
+
+_DELETED_BY_MATH_VERIFY = re.compile(r"\\(?:text|textbf|textit|textrm|mbox|mathrm|operatorname)\b")
 
 
 def _renderings(answer: str) -> list[str]:
-    """Three forms of one answer, most faithful first: as written, normalised, LaTeX-ified."""
+    """Forms of one answer: normalised, LaTeX-ified, and as written (see module docstring)."""
     normalised = normalize_answer(answer)
-    return [answer.strip(), normalised, plain_text_to_latex(normalised)]
+    forms = [normalised, plain_text_to_latex(normalised)]
+    if not _DELETED_BY_MATH_VERIFY.search(answer):
+        forms.append(answer.strip())
+    return forms
 
 
 def _parse(form: str) -> list | None:
@@ -46,18 +67,99 @@ def _parse(form: str) -> list | None:
     from sympy import Basic, MatrixBase
 
     config = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
-    result = parse(f"\\boxed{{{form}}}", extraction_config=config, parsing_timeout=None)
-    return result if any(isinstance(item, (Basic, MatrixBase)) for item in result) else None
+    # `\\boxed{28\\%}` fails where `$28\\%$` parses; only for percentages, since math-verify's
+    # inline-math reading drops trailing words (`$70 or more$` -> 70).
+    wrappings = [f"\\boxed{{{form}}}"] + ([f"${form}$"] if "%" in form and "$" not in form else [])
+    for wrapped in wrappings:
+        result = parse(wrapped, extraction_config=config, parsing_timeout=None)
+        if any(isinstance(item, (Basic, MatrixBase)) for item in result):
+            return result
+    return None
 
 
-def check_equivalence(gold: str, pred: str) -> tuple[Verdict, str]:
-    """Verdict for an extracted prediction against a gold answer, plus which rule decided it."""
+def free_text_answer(text: str) -> tuple[list | None, str | None]:
+    """math-verify's own extraction from a whole response (latex, then plain expressions)."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+    from sympy import Basic, MatrixBase
+
+    config = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+    result = parse(text, extraction_config=config, parsing_timeout=None)
+    if not result:
+        return None, None
+    parsed = result if any(isinstance(item, (Basic, MatrixBase)) for item in result) else None
+    extracted = next((item for item in reversed(result) if isinstance(item, str)), None)
+    return parsed, extracted
+
+
+def check_equivalence(gold: str | list[str] | tuple[str, ...], pred: str, mode: Mode = "extracted") -> tuple[Verdict, str]:
+    """Verdict for a prediction against a gold answer (or any of several), plus the rule that
+    decided it. mode "free": `pred` is a whole response, read by math-verify's extraction."""
+    golds = [gold] if isinstance(gold, str) else [g for g in gold if isinstance(g, str)]
+    if not golds:
+        return "gold_unparsed", "no gold"
+    if mode != "free":
+        return _any_gold(golds, pred, None)
+    # A whole response: our extractors first (box chain, ####, Answer:, a lone `$...$`), then
+    # math-verify's own extraction as graders call it.
+    from delta_rlvr.verifiers.extract import extract_auto
+
+    candidates = [extract_auto(pred)]
+    whole = prepare_gold(pred)
+    if whole != pred.strip() and "$" not in whole:
+        candidates.append(whole)
+    first: tuple[Verdict, str] | None = None
+    for candidate in dict.fromkeys(c for c in candidates if c):
+        verdict = _any_gold(golds, candidate, None)
+        if verdict[0] == "correct":
+            return verdict
+        first = first or verdict
+    free_parse, extracted = free_text_answer(pred)
+    if extracted is None:
+        return first or ("unparsed", "math-verify found no answer in the response")
+    verdict = _any_gold(golds, extracted, free_parse)
+    if verdict[0] == "correct" or first is None:
+        return verdict
+    return first
+
+
+def _any_gold(golds: list[str], pred: str, free_parse: list | None) -> tuple[Verdict, str]:
+    verdicts = [_check_one(prepare_gold(g), pred, free_parse) for g in golds]
+    for verdict in verdicts:
+        if verdict[0] == "correct":
+            return verdict if len(golds) == 1 else (verdict[0], f"{verdict[1]} (one of {len(golds)} golds)")
+    return verdicts[0]
+
+
+# Words that are mathematics, not qualifiers, when they end an answer.
+_MATH_WORDS = frozenset(
+    "sin cos tan cot sec csc arcsin arccos arctan sinh cosh tanh log ln exp sqrt pi infty inf infinity max min gcd lcm mod "
+    "and or".split()
+)
+_TRAILING_WORDS = re.compile(r"^(?=.*[\d\\}])(.*?[^\s])\s+((?:[a-zA-Z]{2,}\.?\s*)+)$", re.S)
+
+
+def _trailing_words(answer: str) -> str:
+    """Qualifying words after a value (`or more`, `apples`), '' when there are none."""
+    match = _TRAILING_WORDS.match(answer)
+    if match is None:
+        return ""
+    words = match.group(2).split()
+    return match.group(2).strip() if any(w.rstrip(".").lower() not in _MATH_WORDS for w in words) else ""
+
+
+def _check_one(gold: str, pred: str, free_parse: list | None) -> tuple[Verdict, str]:
     gold_norm = normalize_answer(gold)
     pred_norm = normalize_answer(pred)
     if not gold_norm:
         return "gold_unparsed", "empty gold"
     if not pred_norm:
         return "unparsed", "empty prediction"
+
+    gold_letter = choice_letter(gold, with_option_text=True)
+    pred_letter = choice_letter(pred)
+    if gold_letter is not None and pred_letter is not None:
+        return ("correct", "same option letter") if gold_letter == pred_letter else ("wrong", "different option letter")
+
     if gold_norm == pred_norm or gold_norm.casefold() == pred_norm.casefold():
         return "correct", "normalised strings equal"
 
@@ -67,15 +169,27 @@ def check_equivalence(gold: str, pred: str) -> tuple[Verdict, str]:
         if numbers_match(gold_number, pred_number):
             return "correct", "equal numbers"
         return "wrong", "different numbers"
+    if "=" in pred_norm and "=" not in gold_norm and re.match(r"\s*[-+\d]", pred_norm.split("=", 1)[0]):
+        # `-x=5` (x = -5) or `2x=10` against a value: math-verify compares the right side only
+        return "wrong", "an equation whose left side is not the unknown"
+    if _trailing_words(pred_norm) and not _trailing_words(gold_norm):
+        # `\\frac{1}{9} or more`, `70 apples`: math-verify drops words after a LaTeX value
+        return "wrong", f"words after the answer ({_trailing_words(pred_norm)!r}) that the gold does not have"
+    for comma_side, point_side in ((pred_norm, gold_norm), (gold_norm, pred_norm)):
+        comma_value = decimal_comma_value(comma_side)
+        if comma_value is not None and is_point_decimal(point_side):
+            same = comma_value == plain_number(point_side).value
+            return ("correct", "decimal comma") if same else ("wrong", "different numbers (decimal comma)")
 
     from math_verify import verify
 
-    # Renderings are compared level by level (as written with as written, normalised with
-    # normalised, ...), never across levels: a normalisation that loses information on one side
-    # only must not be able to make two different answers meet.
+    # Renderings are compared level by level (normalised with normalised, ...), never across
+    # levels: a normalisation that loses information on one side only must not be able to make
+    # two different answers meet.
     gold_parsed_any = pred_parsed_any = False
     tried: set[tuple[str, str]] = set()
-    for gold_form, pred_form in zip(_renderings(gold), _renderings(pred)):
+    gold_forms, pred_forms = _renderings(gold), _renderings(pred)
+    for gold_form, pred_form in zip(gold_forms, pred_forms):
         if (gold_form, pred_form) in tried or not gold_form or not pred_form:
             continue
         tried.add((gold_form, pred_form))
@@ -85,6 +199,16 @@ def check_equivalence(gold: str, pred: str) -> tuple[Verdict, str]:
         if gold_parse is not None and pred_parse is not None:
             if verify(gold_parse, pred_parse, timeout_seconds=None):
                 return "correct", "math-verify"
+    if free_parse is not None and not _DELETED_BY_MATH_VERIFY.search(gold):
+        gold_parse = _parse(gold_forms[0])
+        if gold_parse is not None and verify(gold_parse, free_parse, timeout_seconds=None):
+            return "correct", "math-verify (free text)"
+        pred_parsed_any = True
+    if not gold_parsed_any and len(gold) > 40:
+        # A gold that is a whole solution, not an answer: math-verify extracts its answer.
+        gold_free, gold_text = free_text_answer(gold)
+        if gold_free is not None and gold_text:
+            return _check_one(gold_text, pred, free_parse) if len(gold_text) < len(gold) else ("gold_unparsed", "math-verify could not parse the gold answer")
     if not gold_parsed_any:
         return "gold_unparsed", "math-verify could not parse the gold answer"
     if not pred_parsed_any:

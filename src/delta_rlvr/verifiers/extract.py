@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from typing import Literal
 
-AnswerFormat = Literal["boxed", "hashes", "answer_line", "answer_tag", "auto", "raw", "number"]
+AnswerFormat = Literal["boxed", "hashes", "answer_line", "answer_tag", "auto", "raw", "number", "choice"]
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 
@@ -85,6 +85,51 @@ def extract_boxed(text: str) -> str | None:
     return None
 
 
+def _all_boxes(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, content) of every closed `\\boxed{...}` / `\\fbox{...}`, left to right."""
+    boxes = []
+    for command in _BOX_COMMANDS:
+        start = text.find(command)
+        while start != -1:
+            after = start + len(command)
+            if after < len(text) and text[after] == "{":
+                content = _balanced_group(text, after)
+                if content is not None:
+                    boxes.append((start, after + len(content) + 2, content.strip()))
+            start = text.find(command, after)
+    return sorted(boxes)
+
+
+# What may stand between two boxes of one answer: `\boxed{1}, \boxed{2} and \boxed{3}`,
+# `\(\boxed{1}\) and \(\boxed{-2}\)`, `$\boxed{a}$ or $\boxed{b}$`.
+_BOX_SEPARATOR = re.compile(
+    r"(?:\s|\$|\\[()\[\]]|\\quad|\\qquad|\\[,;]|[,;+]|\\\Z|\band\b|\bor\b|\\text\{[^{}$]{0,40}\}|\b[a-zA-Z]{1,12}\s+(?=and\b|or\b))*"
+)
+
+
+def extract_boxed_answers(text: str) -> str | None:
+    """The final answer in boxes: the last box, joined (", ") with the boxes just before it when
+    only separators (`,`, `and`, `or`, `$`, `\\quad`) stand between them, as math-verify reads
+    `\\boxed{1} and \\boxed{2}` (the set {1, 2}). One box: its content, as `extract_boxed`."""
+    if "\\boxed" not in text and "\\fbox" not in text:
+        return None
+    boxes = _all_boxes(text)
+    if not boxes:
+        return extract_boxed(text)
+    last = extract_boxed(text)
+    if last is None or boxes[-1][2] != last:
+        return last  # a later `\\boxed 5` (no braces) or an unclosed box: the old rule decides
+    chain = [boxes[-1]]
+    for box in reversed(boxes[:-1]):
+        between = text[box[1] : chain[0][0]]
+        if box[1] > chain[0][0] or not _BOX_SEPARATOR.fullmatch(between):
+            break
+        chain.insert(0, box)
+    if len(chain) == 1:
+        return last
+    return ", ".join(content for _, _, content in chain)
+
+
 _HASHES = re.compile(r"####[ \t]*([^\n]*)")
 
 
@@ -106,6 +151,12 @@ def extract_answer_line(text: str) -> str | None:
     if not matches:
         return None
     answer = matches[-1].strip().strip("*_ ").rstrip(".").strip()
+    # "Final Answer: The final answer is $10,455$. I hope it is correct." (Minerva's format)
+    phrase = re.match(r"(?i)(?:the\s+)?(?:final\s+)?answer\s+is\s*:?\s*(.+)$", answer)
+    if phrase:
+        answer = phrase.group(1).strip()
+        math = re.match(r"\$([^$]+)\$", answer)
+        answer = math.group(1).strip() if math else answer.rstrip(".").strip()
     if answer.startswith("$") and answer.endswith("$") and len(answer) >= 2:
         answer = answer.strip("$").strip()
     return answer or None
@@ -130,7 +181,7 @@ _INTEGER = re.compile(r"-?\d+")
 def extract_number(text: str) -> str | None:
     """Lenient, for short numeric answers from small models: a boxed answer, else the integer
     after the last "answer", else the last integer in the text."""
-    boxed = extract_boxed(text)
+    boxed = extract_boxed_answers(text)
     if boxed is not None:
         return boxed.strip()
     after = _AFTER_ANSWER.findall(text)
@@ -140,6 +191,30 @@ def extract_number(text: str) -> str | None:
     return numbers[-1] if numbers else None
 
 
+_CHOICE_ANCHOR = re.compile(r"(?i)answer(?:\s+is)?\s*(?:[:=]|is)?\s*(?:\w+\s+){0,3}?\(?\**([A-E])\b(?![\'’]\w)")
+_CHOICE_START = re.compile(r"^\s*\(?\**([A-E])\**\)?(?:[.):]|\s|$)")
+_CHOICE_ANY = re.compile(r"(?<![\w\\])\(?([A-E])\)?(?![\w\'’])")
+
+
+def extract_choice(text: str) -> str | None:
+    """A multiple-choice letter A-E: a boxed letter, else the letter after the last "answer
+    (is)", else a letter opening the response (`D. because ...`), else the last lone letter."""
+    boxed = extract_boxed(text)
+    if boxed is not None:
+        from delta_rlvr.verifiers.normalize import choice_letter
+
+        letter = choice_letter(boxed, with_option_text=True)
+        return letter or boxed.strip()
+    anchored = _CHOICE_ANCHOR.findall(text)
+    if anchored:
+        return anchored[-1]
+    start = _CHOICE_START.match(text)
+    if start:
+        return start.group(1)
+    letters = _CHOICE_ANY.findall(text)
+    return letters[-1] if letters else None
+
+
 def extract_raw(text: str) -> str | None:
     """The whole text is the answer (golds, or tasks whose completions are just the answer)."""
     answer = text.strip()
@@ -147,8 +222,10 @@ def extract_raw(text: str) -> str | None:
 
 
 def extract_auto(text: str) -> str | None:
-    """Boxed, then `####`, then `Answer:`: for evaluation over mixed sources only."""
-    for extractor in (extract_boxed, extract_hashes, extract_answer_line):
+    """Boxed (a chain of boxes is one answer), then `####`, then `Answer:`, then `<answer>`:
+    for evaluation over mixed sources. `score_math` goes one step further for "auto": a
+    response with none of these is read by math-verify's own free-text extraction."""
+    for extractor in (extract_boxed_answers, extract_hashes, extract_answer_line, extract_answer_tag):
         answer = extractor(text)
         if answer is not None:
             return answer
@@ -156,13 +233,14 @@ def extract_auto(text: str) -> str | None:
 
 
 ANSWER_EXTRACTORS: dict[str, Callable[[str], str | None]] = {
-    "boxed": extract_boxed,
+    "boxed": extract_boxed_answers,
     "hashes": extract_hashes,
     "answer_line": extract_answer_line,
     "answer_tag": extract_answer_tag,
     "auto": extract_auto,
     "raw": extract_raw,
     "number": extract_number,
+    "choice": extract_choice,
 }
 
 
@@ -176,3 +254,21 @@ def extract_answer(text: str, answer_format: AnswerFormat = "boxed") -> str | No
             "pick the format the dataset's prompts ask for"
         ) from None
     return extractor(text)
+
+
+_GOLD_DELIMITERS = re.compile(r"^\s*(?:\$\$|\$|\\\(|\\\[)(.*?)(?:\$\$|\$|\\\)|\\\])\s*$", re.S)
+
+
+def prepare_gold(gold: str) -> str:
+    """A gold as the verifier compares it: boxes inside it become the answer (all of a chain:
+    `\\(\\boxed{1}\\) and \\(\\boxed{-2}\\)` -> `1, -2`), one pair of math delimiters
+    (`$...$`, `$$...$$`, `\\(...\\)`, `\\[...\\]`) around the whole gold is removed."""
+    text = gold.strip()
+    if "\\boxed" in text or "\\fbox" in text:
+        boxed = extract_boxed_answers(text)
+        if boxed:
+            return boxed
+    match = _GOLD_DELIMITERS.fullmatch(text)
+    if match and match.group(1).strip() and "$" not in match.group(1):
+        return match.group(1).strip()
+    return text

@@ -44,10 +44,11 @@ class CheckOutcome:
 
 @dataclass(frozen=True)
 class _Task:
-    gold: str
+    gold: str | list[str]
     pred: str
     timeout_s: float
     future: Future
+    mode: str = "extracted"
 
 
 _STOP = object()
@@ -137,13 +138,15 @@ class VerifierPool:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, gold: str, pred: str, timeout_s: float) -> Future:
-        """Queue one check; the future always resolves to a `CheckOutcome`."""
+    def submit(self, gold: str | list[str], pred: str, timeout_s: float, mode: str = "extracted") -> Future:
+        """Queue one check (`gold`: one answer or a list meaning any of them; `mode` "free":
+        `pred` is a whole response for math-verify's extraction); the future always resolves
+        to a `CheckOutcome`."""
         future: Future = Future()
         if self._closed:
             future.set_result(CheckOutcome("timeout", "verifier pool is closed"))
         else:
-            self._tasks.put(_Task(gold, pred, timeout_s, future))
+            self._tasks.put(_Task(gold, pred, timeout_s, future, mode))
         return future
 
     def wait_ready(self, timeout_s: float = STARTUP_TIMEOUT_S) -> bool:
@@ -210,7 +213,7 @@ class VerifierPool:
         soft_s = max(0.05, min(task.timeout_s * 0.8, task.timeout_s - 0.1))
         request_id = id(task)
         try:
-            worker.send({"id": request_id, "gold": task.gold, "pred": task.pred, "soft_s": soft_s})
+            worker.send({"id": request_id, "gold": task.gold, "pred": task.pred, "soft_s": soft_s, "mode": task.mode})
         except (BrokenPipeError, OSError):
             worker.kill()
             self.restarts += 1
