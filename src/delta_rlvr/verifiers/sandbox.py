@@ -371,6 +371,15 @@ def bwrap_command(
     command += ["--die-with-parent", "--new-session", "--clearenv", "--hostname", "sandbox"]
     for key, value in (("PATH", "/usr/bin:/bin"), ("HOME", "/tmp"), ("TMPDIR", "/tmp"), ("LANG", "C.UTF-8")):
         command += ["--setenv", key, value]
+    # The scratch mounts come first, so that read-only binds beneath them (a venv or checkout
+    # under /tmp) are mounted on top of the private tmpfs rather than hidden by it.
+    command += ["--proc", "/proc", "--dev", "/dev"]
+    for scratch in ("/dev/shm", "/tmp"):  # /dev/shm: multiprocessing's semaphores
+        if "--perms" in plan.options:
+            command += ["--perms", "1777"]  # root mode: writable for uid 65534 (owned by root)
+        if "--size" in plan.options:
+            command += ["--size", str(memory_bytes)]
+        command += ["--tmpfs", scratch]
     # bwrap creates missing parents of a mount point with mode 0700: a pyenv interpreter under
     # /root (or a venv under a home dir) would be unreachable for uid 65534, so make them 0755
     parents: set[str] = set()
@@ -385,13 +394,6 @@ def bwrap_command(
         command += ["--ro-bind", path, path]
     for target, link in plan.symlinks:
         command += ["--symlink", target, link]
-    command += ["--proc", "/proc", "--dev", "/dev"]
-    for scratch in ("/dev/shm", "/tmp"):  # /dev/shm: multiprocessing's semaphores
-        if "--perms" in plan.options:
-            command += ["--perms", "1777"]  # root mode: writable for uid 65534 (owned by root)
-        if "--size" in plan.options:
-            command += ["--size", str(memory_bytes)]
-        command += ["--tmpfs", scratch]
     command += ["--ro-bind", str(box), "/box", "--remount-ro", "/", "--chdir", "/tmp"]
     if seccomp_fd is not None:
         command += ["--seccomp", str(seccomp_fd)]
