@@ -13,7 +13,7 @@ def train_config(args: argparse.Namespace):
     """The config a `train` command asks for; with --resume, the run's own config.yaml plus the
     flags, checked so that only the fields `--resume` may change differ (they are recorded)."""
     from delta_rlvr.train import load_config
-    from delta_rlvr.train.run_folder import record_changes, resume_changes
+    from delta_rlvr.train.run_folder import resume_changes
 
     overrides = list(args.set or [])
     if args.output_dir:
@@ -25,26 +25,24 @@ def train_config(args: argparse.Namespace):
     asked = load_config(args.config, overrides)
     folder = Path(asked.run.output_dir)
     if not args.resume or not (folder / "config.yaml").is_file():
-        return asked, []
+        return asked, {}
     saved = load_config(folder / "config.yaml")
     if args.config is None:  # continue the run's own config, plus only what the flags set
         asked = load_config(folder / "config.yaml", overrides)
-    changes = resume_changes(saved, asked)
-    return asked, [lambda step: record_changes(folder, step, changes)]
+    return asked, resume_changes(saved, asked)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from delta_rlvr.train import Trainer
     from delta_rlvr.train.report import is_avg_at_k, plot_curves, token_page
-    from delta_rlvr.train.run_folder import prepare_folder, run_lock
+    from delta_rlvr.train.run_folder import prepare_folder, record_changes, run_lock
 
-    config, after_load = train_config(args)
+    config, changes = train_config(args)
     folder = Path(config.run.output_dir)
     prepare_folder(folder, resume=args.resume, overwrite=args.overwrite)
     with run_lock(folder):
         trainer = Trainer(config, resume=args.resume)
-        for hook in after_load:
-            hook(trainer.step)
+        record_changes(folder, trainer.step, changes)
         history = trainer.train()
         out = trainer.out
         plot_curves(out)

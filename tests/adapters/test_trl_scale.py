@@ -7,7 +7,6 @@ hidden states of the weights that sampled the batch, recomputed with the project
 
 from __future__ import annotations
 
-import math
 from types import SimpleNamespace
 
 import pytest

@@ -34,7 +34,7 @@ from delta_rlvr.adapters.verl.settings import DeltaSettings, delta_settings  # n
 from delta_rlvr.adapters.verl.trainer import (  # noqa: E402
     STATE_FILE, check_trainer_supported, load_state, outcome_advantages, rewrite_advantages, save_state,
 )
-from delta_rlvr.adapters.verl.worker import METRICS_KEY, DeltaActorRolloutRefWorker  # noqa: E402
+from delta_rlvr.adapters.verl.worker import DeltaActorRolloutRefWorker  # noqa: E402
 from delta_rlvr.core import (  # noqa: E402
     DeltaConfig, PolicyLossConfig, delta_coefficients, grad_proxy, group_advantages, per_token_policy_loss,
 )

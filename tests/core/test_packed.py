@@ -83,7 +83,6 @@ def test_a_cache_over_its_cap_spills_into_the_stream_and_gives_the_same_coeffici
     signed_per_chunk = [int((mask[lo : lo + 5] & (adv[lo : lo + 5] != 0)[:, None]).sum()) for lo in range(0, 16, 5)]
     cap = (signed_per_chunk[0] + 1) * (8 * 4 + 8) / (1 << 20)  # room for the first chunk only
     cache, stream = PackedProxyCache(cap), DeltaStream(config)
-    coefs = []
     for pass_index in range(stream.num_passes):
         for lo in range(0, 16, 5):
             m = mask[lo : lo + 5]

@@ -78,3 +78,14 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     out = tensor.clone()
     torch.distributed.all_reduce(out, op=torch.distributed.ReduceOp.SUM)
     return out
+
+
+def mean_over_ranks(values: Mapping[str, float], reduce: Callable[[Tensor], Tensor]) -> dict[str, float]:
+    """NaN-aware mean of each value over the processes ``reduce`` (a sum all-reduce of a float64
+    CPU tensor) spans; every process passes the same keys. NaN where no process had a value."""
+    names = sorted(values)
+    x = torch.tensor([values[n] for n in names], dtype=torch.float64)
+    finite = torch.isfinite(x)
+    summed = reduce(torch.cat([torch.where(finite, x, torch.zeros_like(x)), finite.double()]))
+    total, count = summed[: len(names)], summed[len(names) :]
+    return {n: (float(t / c) if c > 0 else float("nan")) for n, t, c in zip(names, total.tolist(), count.tolist())}

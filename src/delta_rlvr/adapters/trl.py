@@ -59,6 +59,7 @@ from delta_rlvr.adapters.common import (
     all_reduce_sum,
     check_pooling,
     delta_config_from_prefixed,
+    mean_over_ranks,
 )
 from delta_rlvr.core import DeltaConfig, DeltaStats, DeltaStream, delta_coefficients
 from delta_rlvr.core.packed import MIB, PackedProxyCache
@@ -590,12 +591,8 @@ class DeltaGRPOTrainer(GRPOTrainer):
         metrics["delta/streamed"] = float(info.get("streamed", False))
         metrics["delta/forwards"] = info.get("forwards", 0) / max(info.get("micro_batches", 1), 1)
         metrics["delta/cache_mib"] = info.get("cache_peak_bytes", 0) / MIB
-        names = sorted(metrics)
-        values = torch.tensor([metrics[n] for n in names], dtype=torch.float64, device=self.accelerator.device)
         if self.accelerator.num_processes > 1:
-            finite = torch.isfinite(values)
-            summed = self.accelerator.reduce(torch.where(finite, values, torch.zeros_like(values)), "sum")
-            counts = self.accelerator.reduce(finite.double(), "sum")
-            values = summed / counts  # NaN where no process had a value
-        for name, value in zip(names, values.tolist()):
+            device = self.accelerator.device
+            metrics = mean_over_ranks(metrics, lambda t: self.accelerator.reduce(t.to(device), "sum").cpu())
+        for name, value in sorted(metrics.items()):
             self._metrics["train"][name].append(value)

@@ -74,29 +74,7 @@ class PackedProxyCache:
                 f"PackedProxyCache.add: expected hidden (n, H), logp (n,), advantages (n,), got "
                 f"{tuple(hidden.shape)}, {tuple(logp.shape)}, {tuple(advantages.shape)}"
             )
-        if self.overflowed:
-            return False
-        signed = advantages != 0
-        n_signed = int(signed.sum())
-        zero = hidden.shape[0] - n_signed
-        size = n_signed * (hidden.shape[1] * hidden.element_size() + 8)
-        if self.cap_bytes is not None and self.nbytes + size > self.cap_bytes:
-            self.overflowed = True
-            return False
-        index = signed.nonzero().squeeze(1)
-        rows = hidden.detach().index_select(0, index)  # a copy: nothing of the micro-batch is kept alive
-        scale = -torch.expm1(logp.detach().float().index_select(0, index))
-        adv = advantages.detach().float().index_select(0, index)
-        device = rows.device
-        if self.offload:
-            pin = torch.cuda.is_available()
-            rows, scale, adv = (t.to("cpu").pin_memory() if pin else t.to("cpu") for t in (rows, scale, adv))
-        self._chunks.append(_Chunk(rows, scale, adv, zero, device))
-        self.nbytes += size
-        self.peak_nbytes = max(self.peak_nbytes, self.nbytes)
-        self.signed_tokens += n_signed
-        self.zero_advantage_tokens += zero
-        return True
+        return self._keep(hidden, advantages, lambda index: -torch.expm1(logp.detach().float().index_select(0, index)))
 
     def add_vectors(self, vectors: Tensor, advantages: Tensor, *, zero_advantage_tokens: int = 0) -> bool:
         """Offer one chunk of ready-made proxy vectors (proxies other than (1 - p) h, such as
@@ -115,18 +93,23 @@ class PackedProxyCache:
             raise ValueError(
                 f"PackedProxyCache.add_vectors: zero_advantage_tokens must be an integer >= 0, got {zero_advantage_tokens!r}"
             )
+        return self._keep(vectors, advantages, None, extra_zero=int(zero_advantage_tokens))  # v is stored as is: v x 1
+
+    def _keep(self, values: Tensor, advantages: Tensor, scale_of, *, extra_zero: int = 0) -> bool:
+        """Copy the signed rows of ``values`` (n, H) with their scale (``scale_of(index)``, or 1)
+        and advantage; count the rest, plus ``extra_zero``, as zero-advantage tokens."""
         if self.overflowed:
             return False
         signed = advantages != 0
         n_signed = int(signed.sum())
-        zero = vectors.shape[0] - n_signed + int(zero_advantage_tokens)
-        size = n_signed * (vectors.shape[1] * vectors.element_size() + 8)
+        zero = values.shape[0] - n_signed + extra_zero
+        size = n_signed * (values.shape[1] * values.element_size() + 8)
         if self.cap_bytes is not None and self.nbytes + size > self.cap_bytes:
             self.overflowed = True
             return False
         index = signed.nonzero().squeeze(1)
-        rows = vectors.detach().index_select(0, index)
-        scale = torch.ones(n_signed, dtype=torch.float32, device=rows.device)  # v is stored as is: v x 1
+        rows = values.detach().index_select(0, index)  # a copy: nothing of the micro-batch is kept alive
+        scale = scale_of(index) if scale_of is not None else torch.ones(n_signed, dtype=torch.float32, device=rows.device)
         adv = advantages.detach().float().index_select(0, index)
         device = rows.device
         if self.offload:
@@ -162,7 +145,7 @@ class PackedProxyCache:
         is the signed tokens' coefficients in the order they were added (`coefficients`)."""
         if self.overflowed:
             raise RuntimeError("PackedProxyCache.run: the cache overflowed its cap; stream the passes instead")
-        if not stream._pass and stream._acc is None:  # a fresh stream: passes are free, H x H memory is not
+        if not stream.started:  # a fresh stream: passes are free, H x H memory is not
             stream.measure_gamma_directly()
         while not stream.done:
             self._feed(stream)

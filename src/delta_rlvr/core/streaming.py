@@ -126,11 +126,16 @@ class DeltaStream:
         """Measure Var(Delta^(0)) with a pass of its own instead of from the (2, H, H) float64
         second moments of the first pass: one more pass, and memory O(H) instead of O(H^2).
         Worth it when a pass costs no forward (a cache of the proxy). Only before any update."""
-        if self._pass or self._acc is not None:
+        if self.started:
             raise RuntimeError("DeltaStream.measure_gamma_directly: call it before the first update")
         if self._second_moments:
             self._second_moments = False
             self._phases = self._plan(self.config, measure=True)
+
+    @property
+    def started(self) -> bool:
+        """Whether anything has been fed yet."""
+        return bool(self._pass) or self._acc is not None
 
     @property
     def num_passes(self) -> int:

@@ -15,8 +15,6 @@ under an exclusive lock on `<run>/.lock`, so a second process waits and then fin
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import math
 import re
@@ -33,6 +31,7 @@ from delta_rlvr.evaluation.report import EvalReport
 from delta_rlvr.evaluation.runner import EvalConfig, evaluate
 from delta_rlvr.train.checkpoint import STEP_DIR, latest_checkpoint
 from delta_rlvr.train.config import ConfigError, TrainConfig, load_config
+from delta_rlvr.train.run_folder import hold_lock as run_lock  # compare waits for a held run instead of refusing
 
 
 @dataclass(frozen=True)
@@ -142,23 +141,6 @@ def _check_same_config(folder: Path, config: TrainConfig) -> None:
             f"{folder} was trained with {k} = {old.get(k)!r}, this comparison asks for {new.get(k)!r}; "
             "remove that folder or pick another --output-dir"
         )
-
-
-@contextlib.contextmanager
-def run_lock(folder: Path, *, wait: bool = True):
-    """Exclusive lock on one run folder, held while it is trained and evaluated. Yields True
-    when held; with wait=False yields False at once if another process holds it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def train_run(config: TrainConfig) -> Path:

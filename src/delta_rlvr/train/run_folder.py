@@ -87,29 +87,39 @@ def prepare_folder(folder: Path, *, resume: bool, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def run_lock(folder: Path) -> Iterator[None]:
-    """Hold ``<folder>/.lock`` exclusively, or refuse at once if another process holds it."""
+def hold_lock(folder: Path, *, wait: bool = True) -> Iterator[bool]:
+    """Hold ``<folder>/.lock`` exclusively (recording this pid in it). Yields True once held;
+    with ``wait=False`` yields False at once if another process holds it."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / LOCK_FILE, "a+") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "another process"
-            raise ConfigError(
-                f"{folder} is in use by a run that is training now ({owner}); wait for it to finish, or use another "
-                "--output-dir"
-            ) from None
+            yield False
+            return
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
         handle.flush()
         try:
-            yield
+            yield True
         finally:
             handle.seek(0)
             handle.truncate()
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path) -> Iterator[None]:
+    """Hold the folder's lock for one training run, or refuse at once naming its holder."""
+    with hold_lock(folder, wait=False) as held:
+        if not held:
+            owner = (folder / LOCK_FILE).read_text().strip() or "another process"
+            raise ConfigError(
+                f"{folder} is in use by a run that is training now ({owner}); wait for it to finish, or use another "
+                "--output-dir"
+            )
+        yield
 
 
 def _flat(tree: dict, prefix: str = "") -> dict[str, object]:

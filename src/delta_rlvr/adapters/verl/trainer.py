@@ -34,6 +34,7 @@ from verl import DataProto
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer, compute_advantage
 from verl.trainer.ppo.reward import extract_reward
 from verl.utils import tensordict_utils as tu
+from verl.workers.utils.padding import no_padding_2_padding
 
 from delta_rlvr.adapters.verl.actor_pass import ADVANTAGE_KEY, COEF_KEY, SETTINGS_KEY, TEMPERATURE_KEY
 from delta_rlvr.adapters.verl.settings import DeltaSettings, delta_settings
@@ -178,8 +179,6 @@ class DeltaRayPPOTrainer(RayPPOTrainer):
             worker_group.compute_log_prob = upstream
             batch.meta_info.pop(SETTINGS_KEY, None)
             batch.meta_info.pop(TEMPERATURE_KEY, None)
-        from verl.workers.utils.padding import no_padding_2_padding
-
         out = captured["out"]
         if COEF_KEY not in out.keys():
             raise RuntimeError(

@@ -7,8 +7,6 @@ driver calls it exactly as before). Without ``delta_settings`` in the call it is
 
 from __future__ import annotations
 
-import math
-
 import torch
 from tensordict import TensorDict
 
@@ -17,6 +15,7 @@ from verl.utils import tensordict_utils as tu
 from verl.utils.profiler import DistProfiler
 from verl.workers.engine_workers import ActorRolloutRefWorker
 
+from delta_rlvr.adapters.common import mean_over_ranks
 from delta_rlvr.adapters.verl.actor_pass import (
     COEF_KEY,
     SETTINGS_KEY,
@@ -41,16 +40,6 @@ def _group_reduce(group, device):
         return out.to(t.device)
 
     return reduce
-
-
-def mean_over_ranks(values: dict[str, float], reduce) -> dict[str, float]:
-    """NaN-aware mean of each value over the ranks ``reduce`` sums over (same keys on every rank)."""
-    names = sorted(values)
-    x = torch.tensor([values[n] for n in names], dtype=torch.float64)
-    finite = torch.isfinite(x)
-    summed = reduce(torch.cat([torch.where(finite, x, torch.zeros_like(x)), finite.double()]))
-    total, count = summed[: len(names)], summed[len(names) :]
-    return {n: (float(t / c) if c > 0 else math.nan) for n, t, c in zip(names, total.tolist(), count.tolist())}
 
 
 class DeltaActorRolloutRefWorker(ActorRolloutRefWorker):
