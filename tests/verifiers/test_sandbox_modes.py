@@ -2,8 +2,10 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -102,11 +104,22 @@ print(json.dumps(out))
 def test_a_non_root_caller_gets_a_user_namespace_sandbox_with_rlimit_process_limits():
     # uid 65534 runs the system interpreter: bwrap makes a user namespace; no cgroup can be
     # created, so the process limit is RLIMIT_NPROC, counted per sandbox
-    script = f"SRC = {str(SRC)!r}\n" + NON_ROOT_SCRIPT
-    completed = subprocess.run(
-        ["/usr/bin/python3", "-I", "-c", script], user=65534, group=65534, extra_groups=[],
-        capture_output=True, text=True, timeout=120, cwd="/tmp", env={"PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
+    # uid 65534 must be able to read the sources: a checkout under a 0700 folder (mktemp -d,
+    # pytest's tmp_path) is not, so the verifiers package is copied to a world-readable folder
+    readable = Path(tempfile.mkdtemp(prefix="delta-sandbox-src-"))
+    try:
+        readable.chmod(0o755)
+        shutil.copytree(SRC / "delta_rlvr" / "verifiers", readable / "delta_rlvr" / "verifiers",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for folder in (readable / "delta_rlvr", readable / "delta_rlvr" / "verifiers"):
+            folder.chmod(0o755)
+        script = f"SRC = {str(readable)!r}\n" + NON_ROOT_SCRIPT
+        completed = subprocess.run(
+            ["/usr/bin/python3", "-I", "-c", script], user=65534, group=65534, extra_groups=[],
+            capture_output=True, text=True, timeout=120, cwd="/tmp", env={"PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(readable, ignore_errors=True)
     assert completed.returncode == 0, completed.stderr[-2000:]
     out = json.loads(completed.stdout.strip().splitlines()[-1])
     print(json.dumps(out, indent=1))
