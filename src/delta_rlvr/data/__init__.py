@@ -8,6 +8,7 @@ Public API:
   `extract_arithmetic_answer` (the embedded default task)
 - `ReasoningGymTask` (optional extra `gym`)
 - `TemplateOptions`, `render_prompt`, `TEMPLATES`
+- `CodeFields`, `CODE_PRESETS`, `load_code_file`, `load_humaneval` (code problems)
 """
 
 from delta_rlvr.data.arithmetic import (
@@ -17,6 +18,7 @@ from delta_rlvr.data.arithmetic import (
     extract_arithmetic_answer,
     score_arithmetic,
 )
+from delta_rlvr.data.code import CODE_PRESETS, CodeFields, load_code_file, load_humaneval
 from delta_rlvr.data.gym import ReasoningGymTask
 from delta_rlvr.data.loaders import FieldMap, field_map, load_file, load_hub, load_jsonl, load_parquet
 from delta_rlvr.data.records import DataError, LoadSummary, PromptRecord
@@ -25,9 +27,11 @@ from delta_rlvr.data.templates import TEMPLATES, TemplateOptions, render_prompt
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "CODE_PRESETS",
     "SUITES",
     "TEMPLATES",
     "ArithmeticConfig",
+    "CodeFields",
     "DataError",
     "DatasetSpec",
     "FieldMap",
@@ -42,7 +46,9 @@ __all__ = [
     "get_dataset_spec",
     "load_dataset_spec",
     "load_file",
+    "load_code_file",
     "load_hub",
+    "load_humaneval",
     "load_jsonl",
     "load_parquet",
     "render_prompt",

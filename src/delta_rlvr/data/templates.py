@@ -21,6 +21,7 @@ INSTRUCTIONS: dict[str, str] = {
     "answer_tag": "Please reason step by step, and give your final answer as <answer>...</answer>.",
     "raw": "Give only the final answer.",
     "number": "Give only the final answer.",
+    "code": "Write a Python solution and give it in one ```python code block.",
 }
 
 TemplateName = Literal["plain", "chat", "few_shot"]
@@ -31,7 +32,7 @@ class TemplateOptions:
     """answer_format: what to ask for; tokenizer: for "chat" (anything with apply_chat_template);
     examples: (question, worked answer) pairs for "few_shot"; system: optional system prompt."""
 
-    answer_format: AnswerFormat = "boxed"
+    answer_format: AnswerFormat | Literal["code"] = "boxed"
     tokenizer: Any = None
     examples: tuple[tuple[str, str], ...] = ()
     system: str | None = None

@@ -81,6 +81,9 @@ class CodeTests:
     assert_code: str = ""
     function: str = ""
     calls: tuple[tuple[tuple[Any, ...], Any], ...] = ()
+    accept_unwrapped: bool = False
+    """Function-style, the APPS/TACO call-based convention: an expected value that is a
+    one-element list also accepts its element (`[5]` accepts a returned `5`)."""
 
     def __post_init__(self) -> None:
         kinds = [bool(self.stdio), bool(self.assert_code.strip()), bool(self.calls or self.function)]
@@ -405,7 +408,7 @@ def _function_result(tests: CodeTests, run: _Run, stop_at_first_failure: bool) -
             except ValueError as error:
                 problem = ("error", f"call {index}: unreadable result ({error})")
             else:
-                if not values_match(expected, value):
+                if not (values_match(expected, value) or _unwrapped_match(tests, expected, value)):
                     problem = ("failed", f"call {index}: {tests.function}{_short(args)} returned {_short(value)}, expected {_short(expected)}")
         elif kind == "E":
             problem = ("error", f"call {index}: {tests.function}{_short(args)} raised {payload[:300]}")
@@ -425,6 +428,10 @@ def _function_result(tests: CodeTests, run: _Run, stop_at_first_failure: bool) -
     if first_problem is None:
         return CodeResult("passed", 1.0, passed, total)
     return CodeResult(first_problem[0], 0.0, passed, total, first_problem[1])
+
+
+def _unwrapped_match(tests: CodeTests, expected: Any, value: Any) -> bool:
+    return tests.accept_unwrapped and isinstance(expected, list) and len(expected) == 1 and values_match(expected[0], value)
 
 
 def _short(value: Any) -> str:
