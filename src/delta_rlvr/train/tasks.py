@@ -168,7 +168,84 @@ class MathDatasetTask(_ListTask):
         return [r.score for r in results]
 
 
-TASKS = {"arithmetic": ArithmeticTask, "reasoning_gym": GymTask, "dataset": MathDatasetTask}
+class CodeTask(_ListTask):
+    """Code problems from a data file (or "humaneval"), rewarded by their tests in the sandbox.
+
+    The held-out set is task.eval_dataset, else the first task.eval_size problems of the file.
+    Rewards: 1 when every test case passes (task.code.partial_credit: the fraction passed),
+    each response's program run in its own sandboxed process, task.code.workers at once.
+    """
+
+    answer_hint = "code"
+
+    def __init__(self, cfg: TaskConfig) -> None:
+        from delta_rlvr.verifiers import sandbox_isolation
+
+        code = cfg.code
+        if code.isolation == "bwrap":
+            isolation = sandbox_isolation("bwrap")
+            if isolation.startswith("unavailable"):
+                raise ConfigError(
+                    f"task.kind = code runs the policy's programs, and the sandbox is {isolation}. Install it, or set "
+                    "task.code.isolation=none for code you trust (UNSAFE: a policy can then reach your files and network)"
+                )
+        self.settings = code
+        train = self._load(cfg, cfg.dataset, "task.dataset")
+        if cfg.eval_dataset:
+            evals = self._load(cfg, cfg.eval_dataset, "task.eval_dataset")[: cfg.eval_size]
+        else:
+            if len(train) <= cfg.eval_size:
+                raise ConfigError(
+                    f"task.eval_size = {cfg.eval_size} holds out the first {cfg.eval_size} problems of {cfg.dataset}, but it "
+                    f"has {len(train)}: nothing would be left to train on. Set task.eval_size below {len(train)}, or give a "
+                    "separate held-out file with task.eval_dataset=FILE"
+                )
+            train, evals = train[cfg.eval_size:], train[: cfg.eval_size]
+        from pathlib import Path
+
+        super().__init__(f"code-{Path(cfg.dataset).name.split('.')[0]}", train, evals, cfg.seed)
+
+    @staticmethod
+    def _load(cfg: TaskConfig, name: str, setting: str) -> list[PromptRecord]:
+        """Records of a code file (its fields from task.code and task.question_field) or HumanEval."""
+        import sys
+        from dataclasses import replace
+
+        from delta_rlvr.data import CODE_PRESETS, CodeFields, load_code_file, load_humaneval
+
+        code = cfg.code
+        if name == "humaneval" and not any((code.preset, code.tests_field, code.tests_format)):
+            records, summary = load_humaneval(skip_bad_rows=cfg.skip_bad_rows)
+        else:
+            from pathlib import Path
+
+            if not Path(name).is_file():
+                raise ConfigError(f"{setting} = {name!r}: no such code file; give a .jsonl, .json or .parquet file of code "
+                                  "problems (or 'humaneval')")
+            fields = CODE_PRESETS.get(code.preset, CodeFields())
+            changes = {"tests": code.tests_field, "tests_format": code.tests_format, "entry_point": code.entry_point_field,
+                       "prompt": cfg.question_field}
+            fields = replace(fields, **{key: value for key, value in changes.items() if value})
+            if code.complete_prompt is not None:
+                fields = replace(fields, complete_prompt=code.complete_prompt)
+            records, summary = load_code_file(name, fields, skip_bad_rows=cfg.skip_bad_rows)
+        if summary.rows_skipped:
+            first = summary.skipped[0]
+            print(f"{summary.source}: skipped {summary.rows_skipped} of {summary.rows_read} bad rows (task.skip_bad_rows; "
+                  f"first: line {first.line}: {first.message})", file=sys.stderr)
+        return records
+
+    def score(self, completions: list[str], records: list[PromptRecord]) -> list[float]:
+        from delta_rlvr.verifiers import score_code
+
+        code = self.settings
+        results = score_code(completions, [r.gold for r in records], partial_credit=code.partial_credit,
+                             timeout_s=code.timeout_s, memory_mb=code.memory_mb, workers=code.workers or None,
+                             isolation=code.isolation)
+        return [r.score for r in results]
+
+
+TASKS = {"arithmetic": ArithmeticTask, "reasoning_gym": GymTask, "dataset": MathDatasetTask, "code": CodeTask}
 
 
 def build_task(cfg: TaskConfig) -> Task:
@@ -179,7 +256,8 @@ def build_task(cfg: TaskConfig) -> Task:
         raise
     except (ValueError, ImportError) as err:  # DataError (a file's row), reasoning-gym's, a missing extra
         setting = {"reasoning_gym": "task.gym_name / task.gym_kwargs", "dataset": "task.dataset / task.dataset_path",
-                   "arithmetic": "task.terms / task.digits / task.operators"}.get(cfg.kind, "task")
+                   "arithmetic": "task.terms / task.digits / task.operators",
+                   "code": "task.dataset / task.code"}.get(cfg.kind, "task")
         raise ConfigError(f"{setting}: {err}") from None
 
 

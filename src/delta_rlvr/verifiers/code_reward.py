@@ -7,20 +7,28 @@ column, verl's `reward_model.ground_truth`):
 
     {"style": "stdio",    "cases": [["1 2\\n", "3\\n"], ...]}
     {"style": "function", "function": "add", "calls": [[[1, 2], 3], ...], "accept_unwrapped": false}
+    {"style": "function", "function": "pair", "typed_calls": <the calls in _value_codec's tagged form>}
     {"style": "assert",   "code": "assert add(1, 2) == 3\\n..."}
 
 with an optional "prefix": code the program starts with (a HumanEval prompt, which the response
 completes). `parse_code_spec` also reads the APPS / TACO / PRIME (Eurus-2-RL) form,
-`{"inputs": [...], "outputs": [...], "fn_name": optional}`.
+`{"inputs": [...], "outputs": [...], "fn_name": optional}`. `to_json` writes `typed_calls`
+instead of `calls` when a call holds a value JSON would change (a tuple, a set, bytes, a dict
+with non-string keys), so `parse_code_spec(spec.to_json()) == spec` always.
 
 What program a response stands for (`build_program`, the one documented rule):
-1. the code is the last fenced block (```python, ```py or a bare ```; an unclosed last fence
-   runs to the end of the response), or the whole response when it has no fence;
+1. the code is the last fenced block tagged ```python / ```py (also python3, py3, any case);
+   without one, the last bare ``` block; without one, the last block of any other tag. An
+   unclosed last fence runs to the end of the response; a fence with a tag always opens a
+   block (an unclosed block before it ends there); blocks holding only whitespace are
+   ignored, and an indented fence (inside a list item) has that indentation removed from its
+   lines, as Markdown does. A response without a fenced block is all code;
 2. with a prefix, the program is the prefix followed by that code. A fenced block that defines
    the function again replaces the prefix's stub (the later `def` wins) and keeps the prefix's
    imports and helpers; an unfenced continuation is cut at the first line that starts with
-   `def `, `class `, `if `, `print(` or `#` at column 0 (the Codex paper's stop sequences),
-   so trailing prose or a second attempt does not break a correct body.
+   `def `, `class `, `if `, `print(` or `#` at column 0 after its first character (the Codex
+   paper's stop sequences `\ndef ` ...), so trailing prose or a second attempt does not break
+   a correct body.
 
 Scores: 1.0 when every case passes (the default), or the fraction of cases passed with
 `partial_credit=True` (every case is then run; an assert-style test is one case). Solutions run
@@ -31,6 +39,7 @@ one sandboxed process with its own wall-clock deadline.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -38,6 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from delta_rlvr.verifiers import _value_codec
 from delta_rlvr.verifiers.code_runner import CodeResult, CodeTests, Isolation, run_code_tests
 
 CodeStyle = Literal["stdio", "function", "assert"]
@@ -85,7 +95,10 @@ class CodeSpec:
             body["cases"] = [list(case) for case in self.cases]
         elif self.style == "function":
             body["function"] = self.function
-            body["calls"] = [[list(args), expected] for args, expected in self.calls]
+            if all(_plain_json(value) for args, expected in self.calls for value in (*args, expected)):
+                body["calls"] = [[list(args), expected] for args, expected in self.calls]
+            else:  # a tuple, set, bytes, complex or a dict with non-string keys: keep the types
+                body["typed_calls"] = _value_codec.encode_value(tuple(self.calls))
             if self.accept_unwrapped:
                 body["accept_unwrapped"] = True
         else:
@@ -93,6 +106,21 @@ class CodeSpec:
         if self.prefix:
             body["prefix"] = self.prefix
         return json.dumps(body, ensure_ascii=False)
+
+
+def _plain_json(value: Any) -> bool:
+    """True when a JSON round trip gives `value` back with the same types (what values_match compares)."""
+    if value is None or isinstance(value, (bool, str)):
+        return True
+    if isinstance(value, int):
+        return type(value) is int
+    if isinstance(value, float):
+        return type(value) is float and math.isfinite(value)
+    if type(value) is list:
+        return all(_plain_json(item) for item in value)
+    if type(value) is dict:
+        return all(type(key) is str and _plain_json(item) for key, item in value.items())
+    return False
 
 
 def _json_value(value: Any, what: str) -> Any:
@@ -109,8 +137,10 @@ def _apps_spec(body: dict, prefix: str) -> CodeSpec:
     """APPS / TACO / PRIME: {"inputs": [...], "outputs": [...], "fn_name": optional}."""
     inputs, outputs = body.get("inputs"), body.get("outputs")
     if not isinstance(inputs, list) or not isinstance(outputs, list) or len(inputs) != len(outputs) or not inputs:
-        raise ValueError("an APPS-style test spec needs equal-length, non-empty 'inputs' and 'outputs' lists; got "
-                         f"{type(inputs).__name__} and {type(outputs).__name__}")
+        def shape(value: Any) -> str:
+            return f"a list of {len(value)}" if isinstance(value, list) else "missing" if value is None else type(value).__name__
+        raise ValueError("an APPS-style test spec needs equal-length, non-empty 'inputs' and 'outputs' lists; its "
+                         f"'inputs' is {shape(inputs)} and its 'outputs' {shape(outputs)}")
     name = body.get("fn_name")
     if name:
         calls = tuple((tuple(args) if isinstance(args, list) else (args,), out) for args, out in zip(inputs, outputs))
@@ -120,8 +150,9 @@ def _apps_spec(body: dict, prefix: str) -> CodeSpec:
         stdin = "\n".join(stdin) if isinstance(stdin, list) else stdin
         stdout = "\n".join(stdout) if isinstance(stdout, list) else stdout
         if not isinstance(stdin, str) or not isinstance(stdout, str):
-            raise ValueError(f"stdio case {index}: input and output must be strings, got "
-                             f"{type(stdin).__name__} and {type(stdout).__name__}")
+            raise ValueError(f"APPS stdio case {index}: inputs[{index}] and outputs[{index}] must be strings (or lists "
+                             f"of lines), got {type(stdin).__name__} and {type(stdout).__name__}; a call-based "
+                             "problem needs 'fn_name'")
         cases.append((stdin, stdout))
     return CodeSpec("stdio", cases=tuple(cases), prefix=prefix)
 
@@ -143,45 +174,122 @@ def parse_code_spec(value: Any) -> CodeSpec:
         raise ValueError(f"a test spec needs 'style' ({'/'.join(STYLES)}) or APPS 'inputs'/'outputs'; it has "
                          f"{sorted(body)[:8]}")
     style = body["style"]
+    if style not in STYLES:
+        raise ValueError(f"test spec style {style!r} is unknown; use one of {list(STYLES)}")
+    if style == "stdio":
+        raw = _key(body, "cases", list, "a list of [input, output] pairs")
+        if not raw:
+            raise ValueError("a stdio test spec's 'cases' is empty; give at least one [input, output] pair")
+        return CodeSpec("stdio", cases=tuple(_stdio_case(case, index) for index, case in enumerate(raw)), prefix=prefix)
+    if style == "function":
+        name = _key(body, "function", str, "the name of the function the calls are made on")
+        if not name.isidentifier():
+            raise ValueError(f"a function test spec's 'function' must be a Python name, got {name!r}")
+        unwrapped = body.get("accept_unwrapped", False)
+        if not isinstance(unwrapped, bool):
+            raise ValueError(f"a function test spec's 'accept_unwrapped' must be true or false, got {unwrapped!r}")
+        calls = _typed_calls(body["typed_calls"]) if "typed_calls" in body else _calls(
+            _key(body, "calls", list, "a list of [[args...], expected] pairs"))
+        if not calls:
+            raise ValueError("a function test spec's 'calls' is empty; give at least one [[args...], expected] pair")
+        return CodeSpec("function", function=name, calls=calls, accept_unwrapped=unwrapped, prefix=prefix)
+    code = _key(body, "code", str, "test code (assert statements)")
+    if not code.strip():
+        raise ValueError("an assert test spec's 'code' is empty; give the test code (assert statements)")
+    return CodeSpec("assert", code=code, prefix=prefix)
+
+
+def _key(body: dict, key: str, kind: type, what: str) -> Any:
+    if key not in body:
+        raise ValueError(f"a {body['style']} test spec needs the key {key!r} ({what}); it has {sorted(body)}")
+    value = body[key]
+    if not isinstance(value, kind):
+        raise ValueError(f"a {body['style']} test spec's {key!r} must be {what}, got {type(value).__name__} {value!r:.60}")
+    return value
+
+
+def _stdio_case(case: Any, index: int) -> tuple[str, str]:
+    if isinstance(case, dict) and set(case) == {"input", "output"}:
+        case = [case["input"], case["output"]]
+    if not isinstance(case, (list, tuple)) or len(case) != 2 or not all(isinstance(part, str) for part in case):
+        raise ValueError(f"stdio case {index} must be an [input, output] pair of strings, got {case!r:.80}")
+    return (case[0], case[1])
+
+
+def _calls(raw: list) -> tuple[tuple[tuple[Any, ...], Any], ...]:
+    calls = []
+    for index, call in enumerate(raw):
+        if not isinstance(call, (list, tuple)) or len(call) != 2 or not isinstance(call[0], (list, tuple)):
+            raise ValueError(f"function call {index} must be a [[args...], expected] pair (the arguments as a list), "
+                             f"got {call!r:.80}")
+        calls.append((tuple(call[0]), call[1]))
+    return tuple(calls)
+
+
+def _typed_calls(tree: Any) -> tuple[tuple[tuple[Any, ...], Any], ...]:
     try:
-        if style == "stdio":
-            cases = tuple((str(pair[0]), str(pair[1])) for pair in body["cases"])
-            return CodeSpec("stdio", cases=cases, prefix=prefix)
-        if style == "function":
-            calls = tuple((tuple(call[0]), call[1]) for call in body["calls"])
-            return CodeSpec("function", function=str(body["function"]), calls=calls,
-                            accept_unwrapped=bool(body.get("accept_unwrapped", False)), prefix=prefix)
-        if style == "assert":
-            return CodeSpec("assert", code=str(body["code"]), prefix=prefix)
-    except KeyError as missing:
-        raise ValueError(f"a {style} test spec needs the key {missing}") from None
-    except (TypeError, IndexError):
-        raise ValueError(f"a {style} test spec's cases are malformed: stdio cases are [input, output] pairs, "
-                         "function calls are [[args...], expected] pairs") from None
-    raise ValueError(f"test spec style {style!r} is unknown; use one of {list(STYLES)}")
+        calls = _value_codec.decode_value(tree)
+    except (ValueError, RecursionError) as error:
+        raise ValueError(f"a function test spec's 'typed_calls' cannot be decoded ({error}); write it with "
+                         "CodeSpec.to_json, or give plain 'calls'") from None
+    if not isinstance(calls, tuple) or not all(
+            isinstance(call, tuple) and len(call) == 2 and isinstance(call[0], tuple) for call in calls):
+        raise ValueError("a function test spec's 'typed_calls' must hold (args tuple, expected) pairs")
+    return calls
 
 
-_FENCE = re.compile(r"^[ \t]*```[ \t]*([A-Za-z0-9_+-]*)[ \t]*$", re.MULTILINE)
+_FENCE = re.compile(r"^([ \t]*)```[ \t]*([A-Za-z0-9_+.-]*)[ \t]*$", re.MULTILINE)
 _STOP = re.compile(r"^(?:def |class |if |print\(|#)", re.MULTILINE)
+_PYTHON_TAGS = ("python", "py", "python3", "py3")
+
+
+def _fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """(tag, code) of each fenced block, in order. A fence with a tag always opens a block (an
+    unclosed one before it ends there); a bare fence closes the open block, or opens one."""
+    blocks: list[tuple[str, str]] = []
+    opening: re.Match[str] | None = None
+    for fence in _FENCE.finditer(text):
+        if opening is not None:
+            blocks.append(_block(text, opening, fence.start()))
+            opening = fence if fence.group(2) else None
+        else:
+            opening = fence
+    if opening is not None:
+        blocks.append(_block(text, opening, len(text)))
+    return blocks
+
+
+def _block(text: str, opening: re.Match[str], end: int) -> tuple[str, str]:
+    body = text[opening.end():end].strip("\n")
+    indent = len(opening.group(1))
+    if indent:  # an indented fence (a list item): its lines lose up to that much indentation
+        body = "\n".join(line[min(indent, len(line) - len(line.lstrip(" \t"))):] for line in body.split("\n"))
+    return opening.group(2).lower(), body
 
 
 def _last_fenced_block(text: str) -> str | None:
-    fences = list(_FENCE.finditer(text))
-    if not fences:
+    blocks = [(tag, code) for tag, code in _fenced_blocks(text) if code.strip()]
+    if not blocks:
         return None
-    # Pair fences from the start: opening, closing, opening, ... An odd last one is an open block.
-    blocks: list[str] = []
-    for start in range(0, len(fences), 2):
-        opening = fences[start]
-        end = fences[start + 1].start() if start + 1 < len(fences) else len(text)
-        blocks.append(text[opening.end():end].strip("\n"))
-    return blocks[-1] + "\n"
+    for wanted in (lambda tag: tag in _PYTHON_TAGS, lambda tag: tag == "", lambda tag: True):
+        chosen = [code for tag, code in blocks if wanted(tag)]
+        if chosen:
+            return chosen[-1] + "\n"
+    return None  # unreachable: the last test accepts every block
 
 
 def extract_code(response: str) -> str:
     """The code of a response: its last fenced block, or the whole response without a fence."""
     block = _last_fenced_block(response)
     return block if block is not None else response
+
+
+def _compiles(code: str) -> bool:
+    try:
+        compile(code, "<prefix>", "exec")
+    except (SyntaxError, ValueError):
+        return False
+    return True
 
 
 def build_program(response: str, prefix: str = "") -> str:
@@ -192,6 +300,8 @@ def build_program(response: str, prefix: str = "") -> str:
     if block is None:  # a continuation of the prefix: stop where a new top-level statement starts
         stop = _STOP.search(response, 1)
         block = response[: stop.start()] if stop else response
+    elif not _compiles(prefix):  # a bare header (`def f(a):`) cannot precede a whole function
+        return block
     joiner = "" if prefix.endswith("\n") else "\n"
     return prefix + joiner + block
 
@@ -231,8 +341,14 @@ def score_code(
         spec = parsed[index]
         if not isinstance(response, str):
             return CodeResult("error", 0.0, 0, spec.case_count, f"response is {type(response).__name__}, not text")
+        program = build_program(response, spec.prefix)
+        try:
+            program.encode("utf-8")
+        except UnicodeEncodeError as error:  # a lone surrogate (text decoded with surrogateescape)
+            return CodeResult("error", 0.0, 0, spec.case_count,
+                              f"the program is not valid Unicode ({error.reason} at character {error.start}); nothing ran")
         result = run_code_tests(
-            build_program(response, spec.prefix), spec.tests(), timeout_s=timeout_s, memory_mb=memory_mb,
+            program, spec.tests(), timeout_s=timeout_s, memory_mb=memory_mb,
             stop_at_first_failure=not partial_credit, isolation=isolation,
         )  # fmt: skip
         if partial_credit and result.total_cases:
