@@ -53,7 +53,7 @@ def main() -> None:
     for i in range(args.rollouts):
         timer = StageTimer(trainer.device)
         t0 = time.perf_counter()
-        rollouts.append(trainer._rollout(timer))
+        rollouts.append(trainer.rollout(timer))
         rollout_s.append(time.perf_counter() - t0)
         trainer.step += 1
 

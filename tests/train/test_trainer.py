@@ -98,32 +98,38 @@ def test_cached_and_streamed_hidden_states_give_the_same_coefficients(tmp_path):
     from delta_rlvr.core import group_advantages
     from delta_rlvr.train.trainer import StageTimer
 
+    from delta_rlvr.train.old_policy import old_policy_pass
+
     timer = StageTimer(trainer.device)
-    batch, records, rewards, correct, _ = trainer._rollout(timer)
-    adv = group_advantages(rewards, batch.group_index)
+    rollout = trainer.rollout(timer)
+    batch = rollout.batch
+    adv = group_advantages(rollout.rewards, batch.group_index)
     if not adv.any():  # make both sides non-empty whatever the sample
         adv = torch.linspace(-1, 1, adv.numel())
-    cached = trainer._old_policy_and_coefficients(batch, adv, timer)
-    trainer.config = replace(trainer.config, algorithm=replace(trainer.config.algorithm, hidden_states="streamed"))
-    streamed = trainer._old_policy_and_coefficients(batch, adv, timer)
-    assert streamed[4] == "streamed" and cached[4] == "cached"
-    assert torch.equal(cached[0], streamed[0])  # old log-probs
+
+    def old_pass(algorithm):
+        return old_policy_pass(trainer.runner, batch, adv, algorithm, gamma=trainer.gamma, seed=0, timer=timer)
+
+    cached = old_pass(trainer.config.algorithm)
+    streamed = old_pass(replace(trainer.config.algorithm, hidden_states="streamed"))
+    assert streamed.streamed and not cached.streamed
+    assert torch.equal(cached.logp, streamed.logp)  # old log-probs
     # Same estimator, different accumulation order (micro-batch sums, moments for gamma^(0)).
-    torch.testing.assert_close(streamed[2], cached[2], rtol=0, atol=2e-6)
+    torch.testing.assert_close(streamed.coef, cached.coef, rtol=0, atol=2e-6)
 
 
 def test_a_step_with_a_non_finite_loss_is_skipped_and_logged(tmp_path, monkeypatch):
-    import delta_rlvr.train.trainer as tr
+    import delta_rlvr.train.methods as tr
 
     trainer = Trainer(small_config(tmp_path / "nan", "run.max_steps=1", "run.tensorboard=false"))
     before = [p.detach().clone() for p in trainer.model.parameters()]
     real = tr.METHODS["delta"]
 
     def poisoned(x, cfg):
-        c = real(x, cfg)
+        c = real.credit(x, cfg)
         return replace(c, token_advantages=torch.full_like(c.token_advantages, float("nan")))
 
-    monkeypatch.setitem(tr.METHODS, "delta", poisoned)
+    monkeypatch.setitem(tr.METHODS, "delta", replace(real, credit=poisoned))
     metrics = trainer.train_step()
     assert metrics["skipped_updates"] == 1
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
@@ -151,10 +157,11 @@ def test_dynamic_sampling_keeps_only_groups_whose_rewards_differ(tmp_path):
                                    "run.max_steps=1", "run.tensorboard=false", "rollout.overlong_buffer=8"))
     from delta_rlvr.train.trainer import StageTimer
 
-    batch, records, rewards, correct, info = trainer._rollout(StageTimer(trainer.device))
+    rollout = trainer.rollout(StageTimer(trainer.device))
+    batch, records, rewards, correct = rollout.batch, rollout.records, rollout.rewards, rollout.correct
     per_group = correct.reshape(-1, 4)
     assert len(records) == per_group.shape[0] <= 4
     assert (per_group.max(1).values > per_group.min(1).values).all()
-    assert info["rounds"] >= 1 and batch.group_index.tolist() == [g for g in range(len(records)) for _ in range(4)]
+    assert rollout.rounds >= 1 and batch.group_index.tolist() == [g for g in range(len(records)) for _ in range(4)]
     # the soft overlong penalty only ever lowers a reward, by at most the factor (1.0)
     assert ((correct - rewards) >= 0).all() and ((correct - rewards) <= 1).all()

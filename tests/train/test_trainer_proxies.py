@@ -10,9 +10,16 @@ import torch
 
 from delta_rlvr.core import delta_coefficients, group_advantages
 from delta_rlvr.train import ConfigError, Trainer
+from delta_rlvr.train.old_policy import old_policy_pass, proxy_vectors
 from delta_rlvr.train.trainer import StageTimer
 
 from test_trainer import small_config  # tests/train is on sys.path (rootdir-relative import mode)
+
+def old_pass(trainer, batch, adv, timer):
+    """The trainer's old-policy stage on a batch, under the trainer's current config."""
+    return old_policy_pass(trainer.runner, batch, adv, trainer.config.algorithm, gamma=trainer.gamma, seed=0,
+                           sketch=trainer.sketch, timer=timer)
+
 
 PROXY_SETS = {
     "row": [],
@@ -24,8 +31,9 @@ PROXY_SETS = {
 
 def _batch(trainer):
     timer = StageTimer(trainer.device)
-    batch, _, rewards, _, _ = trainer._rollout(timer)
-    adv = group_advantages(rewards, batch.group_index)
+    rollout = trainer.rollout(timer)
+    batch = rollout.batch
+    adv = group_advantages(rollout.rewards, batch.group_index)
     if not adv.any():  # make both sides non-empty whatever the sample
         adv = torch.linspace(-1, 1, adv.numel())
     return batch, adv, timer
@@ -50,7 +58,7 @@ def test_full_sketch_skips_zero_advantage_rows_without_changing_the_coefficients
     adv = adv.clone()
     adv[: adv.numel() // 2] = 0.0  # half the rows on neither side
     rows = slice(0, adv.numel())
-    out = trainer._forward(batch, rows, hidden=True)
+    out = trainer.runner.forward(batch, rows, hidden=True)
     args = (trainer.config.algorithm.proxy, trainer.model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
             batch.completion_mask, out)
     sketch = make_sketch(trainer.config.algorithm.proxy, trainer.model)
@@ -67,23 +75,23 @@ def test_trainer_coefficients_are_the_core_estimator_on_the_dispatched_vectors(t
     trainer = Trainer(small_config(tmp_path / proxy, *PROXY_SETS[proxy], "run.max_steps=1", "run.tensorboard=false",
                                    "optim.micro_batch_size=5", "rollout.max_new_tokens=16"))
     batch, adv, timer = _batch(trainer)
-    _, _, coef, _, mode = trainer._old_policy_and_coefficients(batch, adv, timer)
-    assert mode == "cached"
+    old = old_pass(trainer, batch, adv, timer)
+    assert not old.streamed
     rows = slice(0, adv.numel())  # the whole batch at once, not micro-batch by micro-batch
-    vectors = trainer._vectors(batch, rows, adv)
+    vectors = proxy_vectors(trainer.runner, batch, rows, adv, trainer.config.algorithm, trainer.sketch)
     ref = delta_coefficients(vectors, adv, batch.completion_mask, trainer.config.algorithm.coefficients)
-    torch.testing.assert_close(coef, ref.coef, rtol=0, atol=2e-6)
+    torch.testing.assert_close(old.coef, ref.coef, rtol=0, atol=2e-6)
 
 
 def test_topk_hidden_cached_and_streamed_give_the_same_coefficients(tmp_path):
     trainer = Trainer(small_config(tmp_path / "k", *PROXY_SETS["topk_hidden"], "run.max_steps=1", "run.tensorboard=false",
                                    "optim.micro_batch_size=5"))
     batch, adv, timer = _batch(trainer)
-    cached = trainer._old_policy_and_coefficients(batch, adv, timer)
+    cached = old_pass(trainer, batch, adv, timer)
     trainer.config = replace(trainer.config, algorithm=replace(trainer.config.algorithm, hidden_states="streamed"))
-    streamed = trainer._old_policy_and_coefficients(batch, adv, timer)
-    assert (cached[4], streamed[4]) == ("cached", "streamed")
-    torch.testing.assert_close(streamed[2], cached[2], rtol=0, atol=2e-6)
+    streamed = old_pass(trainer, batch, adv, timer)
+    assert (cached.streamed, streamed.streamed) == (False, True)
+    torch.testing.assert_close(streamed.coef, cached.coef, rtol=0, atol=2e-6)
 
 
 def test_whole_batch_proxies_refuse_streamed_hidden_states_naming_the_setting(tmp_path):

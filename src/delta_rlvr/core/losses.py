@@ -115,6 +115,20 @@ def aggregate(
     raise ValueError(f"aggregate: unknown aggregation {aggregation!r}")
 
 
+def mini_batch_normaliser(aggregation: Aggregation, loss_mask: Tensor, max_length: int) -> Tensor | int:
+    """The `normaliser` of a mini-batch whose loss is accumulated over micro-batches, so that
+    the micro-batch losses add up to the mini-batch's: its loss tokens (token_mean), its
+    responses (seq_mean_token_mean), or responses x `max_length`, Dr. GRPO's fixed budget
+    (constant). `loss_mask` is the mini-batch's (B, T) mask."""
+    if aggregation == "token_mean":
+        return loss_mask.sum().clamp_min(1)
+    if aggregation == "seq_mean_token_mean":
+        return loss_mask.shape[0]
+    if aggregation == "constant":
+        return loss_mask.shape[0] * max_length
+    raise ValueError(f"mini_batch_normaliser: unknown aggregation {aggregation!r}")
+
+
 def policy_loss(
     logp: Tensor,
     old_logp: Tensor,

@@ -31,7 +31,6 @@ import os
 import sys
 import threading
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -271,33 +270,28 @@ def audit_train_config(cfg: AuditConfig, source) -> TrainConfig:
 
 @torch.no_grad()
 def build_batch(cfg: AuditConfig, train: TrainConfig, model, tokenizer, device: torch.device) -> AuditBatch:
-    """Sample, score, advantages and the old-policy pass with hidden states, as a training step."""
-    from delta_rlvr.core import group_advantages
-    from delta_rlvr.models import completion_logprobs, sample_completions
-    from delta_rlvr.train.tasks import PromptEncoder, build_task
-    from delta_rlvr.train.trainer import micro_slices
+    """Sample, score, advantages and the old-policy forward with hidden states: the trainer's
+    stages (train/rollout.py) with the run's settings, the first training prompts, no dynamic
+    sampling. The forwards are kept so that every proxy is compared on the same hidden states."""
+    from dataclasses import replace
 
-    ro = train.rollout
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (
-        device.type == "cuda" and train.model.dtype in ("auto", "bfloat16")) else nullcontext()
+    from delta_rlvr.core import group_advantages
+    from delta_rlvr.train.rollout import PolicyRunner, collect_rollout
+    from delta_rlvr.train.tasks import PromptEncoder, build_task
+
+    ro = replace(train.rollout, prompts_per_step=cfg.prompts or train.rollout.prompts_per_step,
+                 samples_per_prompt=cfg.samples or train.rollout.samples_per_prompt, dynamic_sampling=False)
+    autocast = device.type == "cuda" and train.model.dtype in ("auto", "bfloat16")
+    runner = PolicyRunner(model, ro.temperature, train.optim.micro_batch_size, autocast)
     task = build_task(train.task)
-    records, _ = task.train_records(0, cfg.prompts or ro.prompts_per_step)
     encode = PromptEncoder(tokenizer, train.task.template, getattr(task, "answer_hint", "boxed"))
-    pad = tokenizer.pad_token_id
-    with autocast:
-        batch = sample_completions(model, encode(records), num_samples=cfg.samples or ro.samples_per_prompt,
-                                   max_new_tokens=ro.max_new_tokens, temperature=ro.temperature, top_p=ro.top_p,
-                                   pad_token_id=pad, seed=cfg.seed)
-    texts = tokenizer.batch_decode(batch.completion_ids.masked_fill(~batch.completion_mask, pad), skip_special_tokens=True)
-    rewards = torch.tensor(task.score(texts, [records[g] for g in batch.group_index.tolist()]), dtype=torch.float32)
-    adv = group_advantages(rewards, batch.group_index.cpu(), train.algorithm.estimator).to(device)
-    slices = micro_slices(batch.completion_ids.shape[0], train.optim.micro_batch_size)
-    outs = []
-    with autocast:
-        for s in slices:
-            outs.append(completion_logprobs(model, batch.prompt_ids[s], batch.prompt_mask[s], batch.completion_ids[s],
-                                            batch.completion_mask[s], temperature=ro.temperature, return_hidden=True))
-    return AuditBatch(model, batch, rewards, adv, outs, slices, ro.temperature, train.algorithm.coefficients)
+    rollout = collect_rollout(runner, tokenizer, encode, lambda count: task.train_records(0, count)[0], task.score, ro,
+                              lambda rounds: cfg.seed)
+    batch = rollout.batch
+    adv = group_advantages(rollout.rewards, batch.group_index.cpu(), train.algorithm.spec.estimator).to(device)
+    slices = runner.slices(batch.completion_ids.shape[0])
+    outs = [runner.forward(batch, s, hidden=True) for s in slices]
+    return AuditBatch(model, batch, rollout.rewards, adv, outs, slices, ro.temperature, train.algorithm.coefficients)
 
 
 @torch.no_grad()

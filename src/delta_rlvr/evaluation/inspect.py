@@ -1,11 +1,12 @@
 """`delta-rlvr inspect`: DelTA coefficients of freshly sampled responses, token by token.
 
-The coefficients come from the trainer's own functions in the trainer's order: sample G
-responses per prompt, score them with the task's verifier, group advantages, one old-policy
-pass with hidden states (`completion_logprobs(return_hidden=True)` at the sampling
-temperature), `grad_proxy`, `delta_coefficients` over the whole batch with the checkpoint's
-DelTA settings. Coefficients depend on the batch (the side centroids are batch means), so
-prompts are processed in batches of the run's `prompts_per_step`, as in training.
+The coefficients come from the trainer's own stages, with the run's settings: `collect_rollout`
+(sample G responses per prompt, score them with the task's reward, overlong shaping included),
+group advantages with the method's estimator, and `old_policy_pass` (micro-batches, autocast on
+CUDA, the run's proxy, cached or streamed, the checkpoint's frozen gamma). A method without
+coefficients (dapo, grpo, ...) is shown with the coefficients DelTA would give it. Coefficients
+depend on the batch (the side centroids are batch means), so prompts are processed in batches
+of the run's `prompts_per_step`, as in training; dynamic sampling is off (every prompt is shown).
 
 Outputs: each response printed with ANSI background colours (or bracketed coefficients with
 --no-color); `tokens.html` (train/report.py's page, with the token cloud appended); the token
@@ -69,17 +70,17 @@ class TokenStat:
     mean_neg: float | None
 
 
-def token_cloud(batches: list[dict], tokenizer, min_count: int) -> list[TokenStat]:
+def token_cloud(views: list, tokenizer, min_count: int) -> list[TokenStat]:
     """Mean coefficient per decoded token type over signed tokens, sorted high to low."""
     sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0, 0.0, 0, 0.0, 0])
-    for b in batches:
-        for i in range(b["completion_ids"].shape[0]):
-            a = float(b["advantages"][i])
+    for b in views:  # TokenView
+        for i in range(b.completion_ids.shape[0]):
+            a = float(b.advantages[i])
             if a == 0:
                 continue
-            for t in range(int(b["mask"][i].sum())):
-                s = sums[tokenizer.decode([int(b["completion_ids"][i, t])])]
-                c = float(b["coef"][i, t])
+            for t in range(int(b.mask[i].sum())):
+                s = sums[tokenizer.decode([int(b.completion_ids[i, t])])]
+                c = float(b.coef[i, t])
                 s[0] += c
                 s[1] += 1
                 s[2 if a > 0 else 4] += c
@@ -98,14 +99,14 @@ def ansi_background(coef: float) -> str:
     return f"\x1b[48;2;{mix[0]};{mix[1]};{mix[2]}m\x1b[38;2;0;0;0m"
 
 
-def render_terminal(batch: dict, row: int, tokenizer, color: bool) -> str:
+def render_terminal(batch, row: int, tokenizer, color: bool) -> str:
     """One response: header line, then its tokens shaded (or annotated) by coefficient."""
-    a, r = float(batch["advantages"][row]), float(batch["rewards"][row])
-    head = f"{batch['prompts'][row]}  reward {r:.2f}  A {a:+.2f}"
+    a, r = float(batch.advantages[row]), float(batch.rewards[row])
+    head = f"{batch.prompts[row]}  reward {r:.2f}  A {a:+.2f}"
     parts = []
-    for t in range(int(batch["mask"][row].sum())):
-        text = tokenizer.decode([int(batch["completion_ids"][row, t])])
-        c = float(batch["coef"][row, t])
+    for t in range(int(batch.mask[row].sum())):
+        text = tokenizer.decode([int(batch.completion_ids[row, t])])
+        c = float(batch.coef[row, t])
         parts.append(f"{ansi_background(c)}{text}\x1b[0m" if color else f"{text}[{c:.2f}]")
     return head + "\n  " + "".join(parts)
 
@@ -141,77 +142,93 @@ def cloud_html(stats: list[TokenStat], top: int, min_count: int) -> str:
             f"types seen at least {min_count} times.</p>" + table("Highest", stats[:top]) + table("Lowest", low))
 
 
-def _merge(batches: list[dict], pad_id: int) -> dict:
-    width = max(b["completion_ids"].shape[1] for b in batches)
+def inspect_settings(train: TrainConfig, samples: int, temperature: float, max_new_tokens: int, prompts: int) -> TrainConfig:
+    """The run's config as inspect uses it: its sampling overridden by the command line, a
+    batch of `prompts` prompts, no dynamic sampling, and DelTA's coefficients for any method."""
+    from dataclasses import replace
 
-    def pad(x, value):
-        return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
-
-    return {
-        "completion_ids": torch.cat([pad(b["completion_ids"], pad_id) for b in batches]),
-        "mask": torch.cat([pad(b["mask"], False) for b in batches]),
-        "coef": torch.cat([pad(b["coef"], 0.0) for b in batches]),
-        "rewards": torch.cat([b["rewards"] for b in batches]),
-        "advantages": torch.cat([b["advantages"] for b in batches]),
-        "prompts": [p for b in batches for p in b["prompts"]],
-    }
+    rollout = replace(train.rollout, samples_per_prompt=samples, temperature=temperature, max_new_tokens=max_new_tokens,
+                      prompts_per_step=prompts, dynamic_sampling=False)
+    algorithm = train.algorithm if train.algorithm.spec.needs_coefficients else replace(train.algorithm, method="delta")
+    return replace(train, rollout=rollout, algorithm=algorithm)
 
 
 @torch.no_grad()
-def coefficient_batch(model, tokenizer, records: list[PromptRecord], encode, bench, train: TrainConfig,
-                      samples: int, temperature: float, max_new_tokens: int, seed: int) -> dict:
-    """Sample, score, advantages, old-policy pass with hidden states, proxy, coefficients:
-    the trainer's step up to the update. Returns the trainer's `last_batch` layout."""
-    from delta_rlvr.core import delta_coefficients, grad_proxy, group_advantages
-    from delta_rlvr.models import completion_logprobs, sample_completions
+def coefficient_view(runner, tokenizer, records: list[PromptRecord], encode, score, train: TrainConfig, seed: int,
+                     gamma=None):
+    """One batch of `records` through the trainer's stages up to the update (see the module
+    docstring): a TokenView of the responses, rewards, advantages and coefficients."""
+    from delta_rlvr.core import group_advantages
+    from delta_rlvr.core.frozen import FrozenGamma
+    from delta_rlvr.train.old_policy import old_policy_pass
+    from delta_rlvr.train.report import TokenView
+    from delta_rlvr.train.rollout import collect_rollout
 
-    pad = tokenizer.pad_token_id
-    batch = sample_completions(model, encode(records), num_samples=samples, max_new_tokens=max_new_tokens,
-                               temperature=temperature, top_p=train.rollout.top_p, pad_token_id=pad, seed=seed)
-    texts = tokenizer.batch_decode(batch.completion_ids.masked_fill(~batch.completion_mask, pad), skip_special_tokens=True)
-    rows = [records[g] for g in batch.group_index.tolist()]
-    rewards = torch.tensor([float(v.correct) for v in bench.scorer(texts, rows)])
-    adv = group_advantages(rewards, batch.group_index.cpu(), train.algorithm.estimator)
-    out = completion_logprobs(model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, batch.completion_mask,
-                              temperature=temperature, return_hidden=True)
-    device = batch.completion_mask.device
-    v = grad_proxy(out.hidden, out.logp, batch.completion_mask)
-    coef = delta_coefficients(v, adv.to(device), batch.completion_mask, train.algorithm.coefficients,
-                              generator=torch.Generator().manual_seed(seed)).coef
-    return {"completion_ids": batch.completion_ids.cpu(), "mask": batch.completion_mask.cpu(), "rewards": rewards,
-            "advantages": adv, "coef": coef.cpu(), "prompts": [r.question or r.chat()[-1]["content"] for r in rows]}
+    rollout = collect_rollout(runner, tokenizer, encode, lambda count: records, score, train.rollout, lambda rounds: seed)
+    batch = rollout.batch
+    adv = group_advantages(rollout.rewards, batch.group_index.cpu(), train.algorithm.spec.estimator).to(batch.completion_mask.device)
+    gamma = gamma or FrozenGamma(False)
+    old = old_policy_pass(runner, batch, adv, train.algorithm, gamma=gamma, seed=seed)
+    return TokenView.of_step(rollout, adv, old.coef)
+
+
+def _checkpoint_gamma(source, train: TrainConfig):
+    """The frozen gamma a checkpoint carries (freeze_temperature runs), else an unfrozen one."""
+    from delta_rlvr.core.frozen import FrozenGamma
+
+    gamma = FrozenGamma(train.algorithm.coefficients.freeze_temperature)
+    state_file = source.folder / "trainer_state.pt" if source.folder is not None else None
+    if gamma.enabled and state_file is not None and state_file.is_file():
+        from delta_rlvr.train.checkpoint import load_state
+
+        state = load_state(source.folder)
+        gamma.load(state.get("frozen_gamma", state.get("frozen_temperature")))
+    return gamma
 
 
 def run_inspect(cfg: InspectConfig) -> tuple[list[TokenStat], Path]:
     """Sample, compute coefficients, print, write tokens.html and token_cloud.json."""
-    from delta_rlvr.evaluation.benchmarks import Benchmark, score_arithmetic_verdicts, math_scorer, task_benchmark
+    from dataclasses import replace
+
+    from delta_rlvr.evaluation.benchmarks import math_scorer, task_benchmark
     from delta_rlvr.evaluation.models import resolve_model
-    from delta_rlvr.train.report import token_page
+    from delta_rlvr.train.report import TokenView, token_page
+    from delta_rlvr.train.rollout import PolicyRunner
     from delta_rlvr.train.tasks import PromptEncoder, build_task
 
     source = resolve_model(cfg.model)
     train = source.run_config or TrainConfig()
     task_cfg: TaskConfig = train.task
     task = build_task(task_cfg)
-    bench = task_benchmark(task, task_cfg)
+    score = task.score
     if cfg.prompts:
-        records = tuple(PromptRecord(f"prompt-{i}", gold, "inspect", question=q) for i, (q, gold) in enumerate(cfg.prompts))
-        scorer = score_arithmetic_verdicts if task_cfg.kind == "arithmetic" else math_scorer(bench.answer_format)
-        bench = Benchmark("prompts", records, bench.answer_format, scorer)
-    records = list(bench.records if cfg.prompts else bench.records[: cfg.problems])
-    model, tokenizer, _ = source.load(cfg.device)
-    encode = PromptEncoder(tokenizer, task_cfg.template, bench.answer_format)
-    samples = cfg.samples or train.rollout.samples_per_prompt
-    temperature = cfg.temperature or train.rollout.temperature
-    max_new = cfg.max_new_tokens or train.rollout.max_new_tokens
+        records = [PromptRecord(f"prompt-{i}", gold, "inspect", question=q) for i, (q, gold) in enumerate(cfg.prompts)]
+        if task_cfg.kind == "reasoning_gym":  # a gym scorer needs its own metadata: check typed prompts as math
+            bench = task_benchmark(task, task_cfg)
+            verdicts = math_scorer(bench.answer_format)
+            score = lambda texts, rows: [float(v.correct) for v in verdicts(texts, rows)]  # noqa: E731
+    else:
+        records = list(task.eval_records()[: cfg.problems])
+    model, tokenizer, device = source.load(cfg.device)
+    encode = PromptEncoder(tokenizer, task_cfg.template, getattr(task, "answer_hint", "boxed"))
     per_batch = train.rollout.prompts_per_step
-    batches = [coefficient_batch(model, tokenizer, records[i:i + per_batch], encode, bench, train, samples, temperature,
-                                 max_new, cfg.seed * 1_000_003 + i) for i in range(0, len(records), per_batch)]
-    merged = _merge(batches, tokenizer.pad_token_id)
-    order = sorted(range(len(merged["prompts"])), key=lambda i: (merged["advantages"][i] == 0, i))
+    settings = inspect_settings(train, cfg.samples or train.rollout.samples_per_prompt,
+                                cfg.temperature or train.rollout.temperature,
+                                cfg.max_new_tokens or train.rollout.max_new_tokens, per_batch)
+    autocast = device.type == "cuda" and train.model.dtype in ("auto", "bfloat16")
+    runner = PolicyRunner(model, settings.rollout.temperature, train.optim.micro_batch_size, autocast)
+    gamma = _checkpoint_gamma(source, train)
+    views = []
+    for i in range(0, len(records), per_batch):
+        chunk = records[i:i + per_batch]
+        views.append(coefficient_view(runner, tokenizer, chunk, encode, score,
+                                      replace(settings, rollout=replace(settings.rollout, prompts_per_step=len(chunk))),
+                                      cfg.seed * 1_000_003 + i, gamma))
+    merged = TokenView.concat(views, tokenizer.pad_token_id)
+    order = sorted(range(len(merged.prompts)), key=lambda i: (merged.advantages[i] == 0, i))
     for i in order[: cfg.show]:
         print(render_terminal(merged, i, tokenizer, cfg.color))
-    stats = token_cloud(batches, tokenizer, cfg.min_count)
+    stats = token_cloud(views, tokenizer, cfg.min_count)
     print(cloud_table(stats, cfg.top))
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)

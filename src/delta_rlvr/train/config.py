@@ -181,8 +181,15 @@ class AlgorithmConfig:
                self.hidden_states, f"proxy {self.proxy.name} is computed from the whole cached batch: use 'cached'")
 
     @property
+    def spec(self):
+        """The method's row of the one method table (train/methods.py)."""
+        from delta_rlvr.train.methods import METHODS
+
+        return METHODS[self.method]
+
+    @property
     def estimator(self) -> str:
-        return "dr_grpo" if self.method == "dr_grpo" else "grpo"
+        return self.spec.estimator
 
 
 @dataclass(frozen=True)
@@ -250,11 +257,18 @@ class TrainConfig:
         b = self.rollout.prompts_per_step * self.rollout.samples_per_prompt
         _check(b % self.optim.mini_batches == 0, "optim.mini_batches", self.optim.mini_batches,
                f"must divide the rollout batch of {b} responses")
-        if self.algorithm.coefficients.freeze_temperature and self.algorithm.method != "delta":
-            raise ConfigError("algorithm.coefficients.freeze_temperature only applies to method 'delta'")
+        if self.algorithm.coefficients.freeze_temperature and not self.algorithm.spec.needs_coefficients:
+            raise ConfigError(f"algorithm.coefficients.freeze_temperature only applies to methods that compute DelTA's "
+                              f"coefficients ({', '.join(_coefficient_methods())}), not {self.algorithm.method!r}")
 
     def to_dict(self) -> dict:
         return _to_plain(dataclasses.asdict(self))
+
+
+def _coefficient_methods() -> list[str]:
+    from delta_rlvr.train.methods import METHODS
+
+    return [name for name, spec in METHODS.items() if spec.needs_coefficients]
 
 
 # ------------------------------------------------------------------------------------------------

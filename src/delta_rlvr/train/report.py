@@ -4,9 +4,51 @@ responses with every token shaded by its DelTA coefficient."""
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from torch import Tensor
+
 from delta_rlvr.train.metrics import read_metrics
+
+
+@dataclass(frozen=True)
+class TokenView:
+    """One rollout batch as the token pages show it (tokens.html, `delta-rlvr inspect`), on CPU."""
+
+    completion_ids: Tensor
+    """(B, T) sampled token ids."""
+    mask: Tensor
+    """(B, T) bool, valid completion tokens."""
+    rewards: Tensor
+    """(B,) rewards."""
+    advantages: Tensor
+    """(B,) group advantages."""
+    coef: Tensor | None
+    """(B, T) DelTA coefficients; None for a method without them."""
+    prompts: tuple[str, ...]
+    """(B,) the prompt of each row."""
+
+    @classmethod
+    def of_step(cls, rollout, advantages: Tensor, coef: Tensor | None) -> TokenView:
+        """The view of a training step's rollout (train/rollout.py's Rollout) and its credit."""
+        batch = rollout.batch
+        return cls(batch.completion_ids.cpu(), batch.completion_mask.cpu(), rollout.rewards.cpu(), advantages.cpu(),
+                   None if coef is None else coef.cpu(), tuple(rollout.prompts))
+
+    @classmethod
+    def concat(cls, views: list[TokenView], pad_id: int) -> TokenView:
+        """Several views as one, right-padded to the widest."""
+        width = max(v.completion_ids.shape[1] for v in views)
+
+        def pad(x, value):
+            return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
+
+        coef = None if any(v.coef is None for v in views) else torch.cat([pad(v.coef, 0.0) for v in views])
+        return cls(torch.cat([pad(v.completion_ids, pad_id) for v in views]), torch.cat([pad(v.mask, False) for v in views]),
+                   torch.cat([v.rewards for v in views]), torch.cat([v.advantages for v in views]), coef,
+                   tuple(p for v in views for p in v.prompts))
 
 
 def is_avg_at_k(key: str) -> bool:
@@ -54,10 +96,9 @@ def coef_shade(coef: float, lo: float = 0.8, hi: float = 1.2) -> str:
     return f"rgba(38,139,210,{-0.85 * x:.3f})"
 
 
-def token_page(output_dir: Path, batch: dict, tokenizer, *, step: int, max_responses: int = 24) -> Path:
+def token_page(output_dir: Path, view: TokenView, tokenizer, *, step: int, max_responses: int = 24) -> Path:
     """tokens.html: responses of one rollout batch, each token shaded by its coefficient."""
-    coef = batch.get("coef")
-    ids, mask = batch["completion_ids"], batch["mask"]
+    coef, ids, mask = view.coef, view.completion_ids, view.mask
     parts = [
         "<!doctype html><meta charset='utf-8'><title>DelTA coefficients</title>",
         "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
@@ -72,17 +113,17 @@ def token_page(output_dir: Path, batch: dict, tokenizer, *, step: int, max_respo
     ]
     if coef is None:
         parts.append("<p>This method computes no coefficients.</p>")
-    order = sorted(range(ids.shape[0]), key=lambda i: (batch["advantages"][i] == 0, i))[:max_responses]
+    order = sorted(range(ids.shape[0]), key=lambda i: (view.advantages[i] == 0, i))[:max_responses]
     for i in order:
-        a = float(batch["advantages"][i])
+        a = float(view.advantages[i])
         cls = "pos" if a > 0 else "neg" if a < 0 else "zero"
         toks = []
         for t in range(int(mask[i].sum())):
             text = html.escape(tokenizer.decode([int(ids[i, t])]))
             c = float(coef[i, t]) if coef is not None else 1.0
             toks.append(f"<span class='t' title='{c:.3f}' style='background:{coef_shade(c)}'>{text}</span>")
-        prompt = html.escape(batch["prompts"][i])
-        parts.append(f"<div class='r {cls}'><b>{prompt}</b> reward {float(batch['rewards'][i]):.2f}, A = {a:+.2f}<br>{''.join(toks)}</div>")
+        prompt = html.escape(view.prompts[i])
+        parts.append(f"<div class='r {cls}'><b>{prompt}</b> reward {float(view.rewards[i]):.2f}, A = {a:+.2f}<br>{''.join(toks)}</div>")
     path = output_dir / "tokens.html"
     path.write_text("\n".join(parts))
     return path
