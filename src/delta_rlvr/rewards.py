@@ -419,7 +419,7 @@ def _prompt(record: PromptRecord, chat: bool) -> str | list[dict[str, str]]:
 
 
 def _gold_value(record: PromptRecord, as_list: bool) -> str | list[str]:
-    return list(record.golds) if as_list else record.gold
+    return [record.gold, *record.alternatives] if as_list else record.gold
 
 
 def trl_rows(records: Sequence[PromptRecord], *, chat: bool = False) -> list[dict[str, Any]]:

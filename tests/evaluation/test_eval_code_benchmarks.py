@@ -192,6 +192,11 @@ def test_an_mbpp_file_resolves_with_its_asserts_shown_and_its_setup_code_run(tmp
     verdicts = bench.scorer([add, square, off_by_one], [bench.records[0], bench.records[1], bench.records[0]])
     assert [(v.correct, v.reason) for v in verdicts] == [(True, "correct"), (True, "correct"), (False, "wrong")]
     assert verdicts[0].extracted == "def add(a, b):\n    return a + b\n"
+    assert verdicts[1].extracted.endswith("def square(x):\n    return x * x\n")
+    # the same row without its setup code: the test's math.isclose is a NameError
+    no_setup = _write_jsonl(tmp_path / "no_setup.jsonl", [dict(MBPP_ROWS[1], test_setup_code="")])
+    bare = resolve_benchmark(f"code:path={no_setup},preset=mbpp")
+    assert [(v.correct, v.reason) for v in bare.scorer([square], list(bare.records))] == [(False, "error")]
 
 
 @needs_sandbox

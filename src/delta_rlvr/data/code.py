@@ -13,11 +13,17 @@ formats are field options, not code (`CODE_PRESETS`):
 
 tests_format:
 - "humaneval": test code defining `check(candidate)`; `check(<entry point>)` is run after it.
-- "asserts": one string of test code, or a list of assert statements (MBPP's `test_list`).
+- "asserts": one string of test code, or a list of assert statements (MBPP's `test_list`; a
+  JSON string of that list too).
 - "stdio": a list of {"input", "output"} objects (or [input, output] pairs).
 - "apps": {"inputs": [...], "outputs": [...], "fn_name": optional} (stdio, or function-style
   with fn_name), as an object or a JSON string.
 - "spec": the project's own `CodeSpec` JSON (what `CodeSpec.to_json` writes).
+
+`setup` (MBPP's `test_setup_code`) is code the tests need: it runs after the program and before
+the asserts ("humaneval" and "asserts" only; refused with the others, where nothing runs after
+the program). It is never the program's prefix: an unfenced response would be read as a
+continuation of it and cut at its second top-level `def`.
 
 Each record's `gold` is the problem's `CodeSpec` as JSON, so the trainer, the evaluator, the
 eval dump and both adapters carry a code problem the way they carry a math one.
@@ -84,12 +90,32 @@ class _BadRow(Exception):
         self.field_name, self.message = field_name, message
 
 
+# The option that names each field: in a config / on the command line, and in CodeFields.
+_OPTIONS = {"prompt": ("task.question_field", "prompt"), "messages": ("task.code.preset=prime", "messages"),
+            "tests": ("task.code.tests_field", "tests"), "entry_point": ("task.code.entry_point_field", "entry_point")}
+
+
 def _get(row: dict, name: str, what: str) -> Any:
     value = field_value(row, name)
     if value is _MISSING or value is None:
-        raise _BadRow(name, f"missing; the row has fields {sorted(row)[:12]} (name the {what} field: task.code.{what}_field, "
-                            f"or CodeFields({what}=...))")
+        setting, keyword = _OPTIONS[what]
+        raise _BadRow(name, f"missing; the row has fields {sorted(row)[:12]} (name the {what} field: {setting}, "
+                            f"or CodeFields({keyword}=...))")
     return value
+
+
+def _json_field(value: Any, name: str, what: str) -> Any:
+    """`value`, or what it holds when it is a JSON string (a Parquet or CSV export writes lists as text)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as error:
+        raise _BadRow(name, f"{what} is a string but not JSON ({error.msg} at column {error.colno}): {value!r:.60}") from None
+
+
+def _looks_like_json_list(value: Any) -> bool:
+    return isinstance(value, str) and value.lstrip().startswith("[") and value.rstrip().endswith("]")
 
 
 def _asserts(value: Any, name: str) -> list[str]:
@@ -106,29 +132,39 @@ def _spec(row: dict, fields: CodeFields, prompt_text: str | None) -> tuple[CodeS
     setup = ""
     if fields.setup:
         found = field_value(row, fields.setup)
-        setup = found if isinstance(found, str) else ""
+        if found is not _MISSING and found is not None and not isinstance(found, str):
+            raise _BadRow(fields.setup, f"test setup code must be a string of code, got {type(found).__name__}")
+        setup = found.strip("\n") + "\n\n" if isinstance(found, str) and found.strip() else ""
+    # Setup code is what the tests need (MBPP's test_setup_code): it runs after the program and
+    # before the tests. It is never part of the prefix, which an unfenced response would continue.
+    if setup and fields.tests_format not in ("humaneval", "asserts"):
+        raise _BadRow(fields.setup, f"test setup code runs before assert-style tests only (tests_format humaneval or "
+                                    f"asserts), not {fields.tests_format!r}; drop the setup field (CodeFields(setup=''))")
     prefix = prompt_text if fields.complete_prompt and prompt_text else ""
-    prefix = (setup.rstrip("\n") + "\n\n" + prefix) if setup.strip() and prefix else prefix or setup
     try:
         if fields.tests_format == "humaneval":
             entry = _get(row, fields.entry_point, "entry_point")
             if not isinstance(entry, str) or not entry.isidentifier():
                 raise _BadRow(fields.entry_point, f"entry point must be a function name, got {entry!r:.60}")
             if not isinstance(value, str) or "def check" not in value:
-                raise _BadRow(fields.tests, "HumanEval tests must be code defining check(candidate)")
-            return CodeSpec("assert", code=f"{value.rstrip()}\n\n\ncheck({entry})\n", prefix=prefix), []
+                raise _BadRow(fields.tests, f"HumanEval tests must be code defining check(candidate), got {value!r:.60}")
+            return CodeSpec("assert", code=f"{setup}{value.rstrip()}\n\n\ncheck({entry})\n", prefix=prefix), []
         if fields.tests_format == "asserts":
+            if _looks_like_json_list(value):  # a list of asserts written as JSON text
+                value = _json_field(value, fields.tests, "the asserts field")
             lines = _asserts(value, fields.tests)
-            return CodeSpec("assert", code="\n".join(lines) + "\n", prefix=prefix), lines
+            return CodeSpec("assert", code=setup + "\n".join(lines) + "\n", prefix=prefix), lines
         if fields.tests_format == "stdio":
-            value = json.loads(value) if isinstance(value, str) else value
+            value = _json_field(value, fields.tests, "the stdio tests field")
             if not isinstance(value, list) or not value:
                 raise _BadRow(fields.tests, f"stdio tests must be a non-empty list of {{input, output}}, got {value!r:.60}")
             cases = []
             for index, case in enumerate(value):
-                pair = (case.get("input"), case.get("output")) if isinstance(case, dict) else tuple(case)
+                pair = (case.get("input"), case.get("output")) if isinstance(case, dict) else (
+                    tuple(case) if isinstance(case, (list, tuple)) else (case,))
                 if len(pair) != 2 or not all(isinstance(part, str) for part in pair):
-                    raise _BadRow(fields.tests, f"case {index} must be {{'input': str, 'output': str}}, got {case!r:.60}")
+                    raise _BadRow(fields.tests, f"case {index} must be {{'input': str, 'output': str}} or an [input, output] "
+                                                f"pair of strings, got {case!r:.60}")
                 cases.append(pair)
             return CodeSpec("stdio", cases=tuple(cases), prefix=prefix), []
         spec = parse_code_spec(value)  # "apps" and "spec": the parser reads both forms
@@ -144,10 +180,11 @@ def _record(row: Any, line: int, fields: CodeFields, source: str) -> PromptRecor
         raise _BadRow(None, f"row must be a JSON object, got {type(row).__name__}")
     question = messages = None
     if fields.messages:
-        raw = _get(row, fields.messages, "prompt")
-        if not isinstance(raw, list) or not raw or not all(isinstance(m, dict) and "role" in m and "content" in m for m in raw):
-            raise _BadRow(fields.messages, "messages must be a non-empty list of {role, content}")
-        messages = tuple((str(m["role"]), str(m["content"])) for m in raw)
+        raw = _get(row, fields.messages, "messages")
+        if not isinstance(raw, list) or not raw or not all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in raw):
+            raise _BadRow(fields.messages, f"messages must be a non-empty list of {{role, content}} strings, got {raw!r:.80}")
+        messages = tuple((m["role"], m["content"]) for m in raw)
     else:
         question = _get(row, fields.prompt, "prompt")
         if not isinstance(question, str) or not question.strip():
@@ -160,8 +197,8 @@ def _record(row: Any, line: int, fields: CodeFields, source: str) -> PromptRecor
     metadata = {"tests_format": fields.tests_format, "cases": spec.case_count}
     try:
         return PromptRecord(record_id, spec.to_json(), source, question, messages, metadata)
-    except ValueError as error:
-        raise _BadRow(None, str(error)) from None
+    except ValueError as error:  # a chat role that is not system/user/assistant
+        raise _BadRow(fields.messages or fields.prompt, str(error)) from None
 
 
 def code_rows_to_records(rows, fields: CodeFields, *, path: str, source: str, skip_bad_rows: bool):
@@ -186,6 +223,26 @@ def code_rows_to_records(rows, fields: CodeFields, *, path: str, source: str, sk
     return records, LoadSummary(path, read, len(records), tuple(skipped))
 
 
+def _gzip_rows(path: Path) -> list[tuple[int, Any]]:
+    """(line, row) of gzipped JSON lines; a line that is not JSON is a bad row, as in a .jsonl file."""
+    try:
+        with gzip.open(path, "rb") as handle:
+            lines = handle.read().splitlines()
+    except (OSError, EOFError) as error:
+        raise DataError(str(path), 0, None, f"unreadable gzip file ({error}); check the download") from None
+    rows: list[tuple[int, Any]] = []
+    for number, data in enumerate(lines, start=1):
+        if not data.strip():
+            continue
+        try:
+            rows.append((number, json.loads(data.decode("utf-8"))))
+        except UnicodeDecodeError as error:
+            rows.append((number, _BadRow(None, f"byte 0x{data[error.start]:02x} at column {error.start + 1} is not UTF-8")))
+        except json.JSONDecodeError as error:
+            rows.append((number, _BadRow(None, f"invalid JSON ({error.msg}, column {error.colno})")))
+    return rows
+
+
 def load_code_file(
     path: str | Path, fields: CodeFields = CodeFields(), *, source: str | None = None, skip_bad_rows: bool = False
 ) -> tuple[list[PromptRecord], LoadSummary]:
@@ -205,8 +262,7 @@ def load_code_file(
         except Exception as error:  # noqa: BLE001 - pyarrow raises several types for a damaged file
             raise DataError(str(path), 0, None, f"unreadable Parquet ({type(error).__name__}: {error})") from None
     elif name.endswith(".gz"):
-        with gzip.open(path, "rt", encoding="utf-8") as handle:
-            rows = [(n, json.loads(text)) for n, text in enumerate(handle, start=1) if text.strip()]
+        rows = _gzip_rows(path)
     elif name.endswith((".jsonl", ".json", ".ndjson")):
         if path.stat().st_size == 0:
             raise DataError(str(path), 0, None, "no rows: the file is empty")

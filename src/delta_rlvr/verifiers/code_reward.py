@@ -25,10 +25,12 @@ What program a response stands for (`build_program`, the one documented rule):
    lines, as Markdown does. A response without a fenced block is all code;
 2. with a prefix, the program is the prefix followed by that code. A fenced block that defines
    the function again replaces the prefix's stub (the later `def` wins) and keeps the prefix's
-   imports and helpers; an unfenced continuation is cut at the first line that starts with
-   `def `, `class `, `if `, `print(` or `#` at column 0 after its first character (the Codex
-   paper's stop sequences `\ndef ` ...), so trailing prose or a second attempt does not break
-   a correct body.
+   imports and helpers (a prefix that is not a program by itself, a bare `def f(a):` header,
+   is dropped before a fenced block, which must then hold the whole solution); an unfenced
+   continuation is cut at its first line, other than its first, that starts with `def `,
+   `class `, `if `, `print(` or `#` at column 0 (the Codex paper's stop sequences `\\ndef `,
+   `\\nclass `, `\\nif `, `\\nprint(`, `\\n#`), so trailing prose or a second attempt does not
+   break a correct body.
 
 Scores: 1.0 when every case passes (the default), or the fraction of cases passed with
 `partial_credit=True` (every case is then run; an assert-style test is one case). Solutions run
@@ -238,7 +240,7 @@ def _typed_calls(tree: Any) -> tuple[tuple[tuple[Any, ...], Any], ...]:
     return calls
 
 
-_FENCE = re.compile(r"^([ \t]*)```[ \t]*([A-Za-z0-9_+.-]*)[ \t]*$", re.MULTILINE)
+_FENCE = re.compile(r"^([ \t]*)```[ \t]*([A-Za-z0-9_+.-]*)[ \t\r]*$", re.MULTILINE)  # \r: CRLF text
 _STOP = re.compile(r"^(?:def |class |if |print\(|#)", re.MULTILINE)
 _PYTHON_TAGS = ("python", "py", "python3", "py3")
 
