@@ -1,6 +1,7 @@
 """A slow, literal float64 implementation of DelTA (spec section 3), kept independent of the
 package: explicit squared distances to both centroids (no dot-product identity), boolean
-indexing per side, torch's own variance, and a plain loop for the lagged temperatures.
+indexing per side, torch's own variance, and a plain loop for the lagged gammas (the assignment
+temperatures).
 
 Shared by the core, engine and adapter tests as the reference the fast paths must match.
 """

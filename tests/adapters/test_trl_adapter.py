@@ -21,7 +21,7 @@ from delta_rlvr.adapters.trl import (  # noqa: E402
     DeltaGRPOTrainer,
     check_supported,
 )
-from delta_rlvr.core import DeltaConfig, delta_coefficients, grad_proxy  # noqa: E402
+from delta_rlvr.core import DeltaConfig, delta_coefficients, row_proxy  # noqa: E402
 from delta_rlvr.data import arithmetic_dataset, extract_arithmetic_answer, score_arithmetic  # noqa: E402
 from delta_rlvr.models import build_tiny_model, completion_logprobs  # noqa: E402
 
@@ -163,7 +163,7 @@ def test_delta_steps_train_with_advantages_a_times_coef_and_log_statistics(tiny_
                 model, batch["prompt_ids"], batch["prompt_mask"].bool(), batch["completion_ids"], mask,
                 temperature=0.7, return_hidden=True,
             )
-            ref = delta_coefficients(grad_proxy(scored.hidden, scored.logp, mask), A.float(), mask, DeltaConfig())
+            ref = delta_coefficients(row_proxy(scored.hidden, scored.logp, mask), A.float(), mask, DeltaConfig())
             torch.testing.assert_close(coef, ref.coef, atol=2e-5, rtol=0)
         signed += int(bool((A != 0).any()))
         if bool((A != 0).any()):
@@ -183,7 +183,7 @@ def test_delta_steps_train_with_advantages_a_times_coef_and_log_statistics(tiny_
 @pytest.mark.parametrize("proxy", ["topk_hidden", "lm_head"])
 def test_other_proxies_give_the_coefficients_of_the_trainers_own_proxy_function(proxy, tiny_config, char_tokenizer, tiny_model, tmp_path):
     from delta_rlvr.core.proxies import ProxyConfig
-    from delta_rlvr.models.proxies import token_vectors
+    from delta_rlvr.models.token_vectors import token_vectors
 
     trainer = build(Recording, DeltaGRPOConfig, tiny_model, char_tokenizer, tmp_path, temperature=0.7, max_steps=1,
                     delta_proxy=proxy, delta_proxy_topk=5)

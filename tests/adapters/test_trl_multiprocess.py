@@ -19,7 +19,7 @@ import torch
 pytest.importorskip("trl")
 pytest.importorskip("datasets")
 
-from delta_rlvr.core import grad_proxy  # noqa: E402
+from delta_rlvr.core import row_proxy  # noqa: E402
 from delta_rlvr.models import TinyModelConfig, build_char_tokenizer, build_tiny_model, completion_logprobs  # noqa: E402
 from reference_delta import reference_coefficients  # noqa: E402
 
@@ -46,7 +46,7 @@ def proxy_of(record):
     mask = record["completion_mask"].bool()
     scored = completion_logprobs(model, record["prompt_ids"], record["prompt_mask"].bool(), record["completion_ids"],
                                  mask, temperature=1.0, return_hidden=True)
-    return grad_proxy(scored.hidden, scored.logp, mask), mask
+    return row_proxy(scored.hidden, scored.logp, mask), mask
 
 
 def pad_t(x, t):

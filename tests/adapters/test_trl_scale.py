@@ -16,7 +16,7 @@ trl = pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
 
 from delta_rlvr.adapters.trl import DeltaGRPOConfig, DeltaGRPOTrainer, check_supported, gathered_head  # noqa: E402
-from delta_rlvr.core import grad_proxy  # noqa: E402
+from delta_rlvr.core import row_proxy  # noqa: E402
 from delta_rlvr.models import build_tiny_model, completion_logprobs  # noqa: E402
 from reference_delta import reference_coefficients  # noqa: E402
 from test_trl_adapter import build, common_args  # noqa: E402
@@ -72,7 +72,7 @@ def reference(record, tokenizer, tiny_config, temperature=1.0, **kwargs):
     model = build_tiny_model(tokenizer, tiny_config)
     scored = completion_logprobs(model, batch["prompt_ids"], batch["prompt_mask"].bool(), batch["completion_ids"], mask,
                                  temperature=temperature, return_hidden=True)
-    return reference_coefficients(grad_proxy(scored.hidden, scored.logp, mask), record["A"].float(), mask, **kwargs).float()
+    return reference_coefficients(row_proxy(scored.hidden, scored.logp, mask), record["A"].float(), mask, **kwargs).float()
 
 
 def signed_tokens(record):
@@ -300,7 +300,7 @@ def test_coefficients_are_normalised_over_the_tokens_the_importance_sampling_mas
     model = build_tiny_model(char_tokenizer, tiny_config)
     scored = completion_logprobs(model, batch["prompt_ids"], batch["prompt_mask"].bool(), batch["completion_ids"], kept,
                                  temperature=1.0, return_hidden=True)
-    want = reference_coefficients(grad_proxy(scored.hidden, scored.logp, kept), A, kept).float()
+    want = reference_coefficients(row_proxy(scored.hidden, scored.logp, kept), A, kept).float()
     assert (rec["coef"] - want).abs().max() < TOL
 
 
@@ -314,27 +314,46 @@ def test_the_frozen_temperature_is_checkpointed_and_restored_on_resume(char_toke
     args = dict(max_steps=2, delta_freeze_temperature=True, save_strategy="steps", save_steps=1)
     first = make(DeltaCounting, DeltaGRPOConfig, char_tokenizer, tiny_config, tmp_path, **args)
     first.train()
-    frozen = first._delta_temperature
+    frozen = first._delta_gamma.value
     assert frozen is not None and bool(torch.isfinite(frozen).all())
     checkpoint = tmp_path / "checkpoint-1"
-    assert torch.equal(torch.load(checkpoint / "delta_state.pt")["temperature"], frozen)
+    assert torch.equal(torch.load(checkpoint / "delta_state.pt")["gamma"], frozen)
     # Resume from step 1 with a fresh trainer: its first batch is not the run's first batch,
     # so without the checkpointed value it would freeze a different gamma.
     resumed = make(DeltaCounting, DeltaGRPOConfig, char_tokenizer, tiny_config, tmp_path, **args)
     resumed.train(resume_from_checkpoint=str(checkpoint))
     assert len(resumed.records) == 1
-    assert torch.equal(resumed._delta_temperature, frozen)
+    assert torch.equal(resumed._delta_gamma.value, frozen)
     # The resumed batch used batch 1's gamma: recompute it from the weights that sampled it.
     rec = resumed.records[0]
     model = AutoModelForCausalLM.from_pretrained(str(checkpoint))
     batch, mask = rec["batch"], rec["batch"]["completion_mask"].bool()
     scored = completion_logprobs(model, batch["prompt_ids"], batch["prompt_mask"].bool(), batch["completion_ids"], mask,
                                  temperature=1.0, return_hidden=True)
-    v = grad_proxy(scored.hidden, scored.logp, mask)
+    v = row_proxy(scored.hidden, scored.logp, mask)
     want = reference_coefficients(v, rec["A"].float(), mask, fixed_gamma=tuple(float(x) for x in frozen)).float()
     assert (rec["coef"] - want).abs().max() < TOL
     adaptive = reference_coefficients(v, rec["A"].float(), mask).float()
     assert (adaptive - want).abs().max() > 10 * TOL  # the test can tell the two apart
+
+
+def test_a_checkpoint_of_an_older_version_restores_its_frozen_gamma(tmp_path, monkeypatch):
+    # delta_state.pt used to hold the frozen gamma under "temperature"; now under "gamma".
+    from delta_rlvr.core import DeltaConfig
+    from delta_rlvr.core.frozen import FrozenGamma
+
+    monkeypatch.setattr(trl.GRPOTrainer, "_load_optimizer_and_scheduler", lambda self, checkpoint: None)
+    trainer = object.__new__(DeltaGRPOTrainer)  # only the adapter's own state is read
+    trainer.delta_config = DeltaConfig(freeze_temperature=True)
+    trainer._delta_gamma = FrozenGamma(True)
+    trainer._delta_generator = None
+    old = torch.tensor([0.5, 0.25], dtype=torch.float64)
+    torch.save({"temperature": old, "generator": None}, tmp_path / "delta_state.pt")
+    trainer._load_optimizer_and_scheduler(str(tmp_path))
+    assert torch.equal(trainer._delta_gamma.current(), old)
+    torch.save({"gamma": old * 2, "generator": None}, tmp_path / "delta_state.pt")
+    trainer._load_optimizer_and_scheduler(str(tmp_path))
+    assert torch.equal(trainer._delta_gamma.current(), old * 2)
 
 
 # ------------------------------------------------------------------------------------------

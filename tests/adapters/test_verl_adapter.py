@@ -28,7 +28,7 @@ from verl.workers.engine_workers import ActorRolloutRefWorker  # noqa: E402
 from verl.workers.utils.padding import left_right_2_no_padding, no_padding_2_padding  # noqa: E402
 
 from delta_rlvr.adapters.verl.actor_pass import (  # noqa: E402
-    ADVANTAGE_KEY, COEF_KEY, SETTINGS_KEY, TEMPERATURE_KEY, check_engine_supported,
+    ADVANTAGE_KEY, COEF_KEY, GAMMA_KEY, SETTINGS_KEY, check_engine_supported,
 )
 from delta_rlvr.adapters.verl.settings import DeltaSettings, delta_settings  # noqa: E402
 from delta_rlvr.adapters.verl.trainer import (  # noqa: E402
@@ -36,7 +36,7 @@ from delta_rlvr.adapters.verl.trainer import (  # noqa: E402
 )
 from delta_rlvr.adapters.verl.worker import DeltaActorRolloutRefWorker  # noqa: E402
 from delta_rlvr.core import (  # noqa: E402
-    DeltaConfig, PolicyLossConfig, delta_coefficients, grad_proxy, group_advantages, per_token_policy_loss,
+    DeltaConfig, PolicyLossConfig, delta_coefficients, group_advantages, per_token_policy_loss, row_proxy,
 )
 from delta_rlvr.data import arithmetic_dataset  # noqa: E402
 from delta_rlvr.models import build_tiny_model, completion_logprobs  # noqa: E402
@@ -65,17 +65,17 @@ def advantages_of(proto):
     return group_advantages(proto.batch["rm_scores"].sum(1), uid)
 
 
-def reference_from_model(model, proto, config=DeltaConfig(), temperature=None):
+def reference_from_model(model, proto, config=DeltaConfig(), gamma=None):
     """Float64 DelTA on the project's own scorer's hidden states and log-probs (no verl code)."""
     b = proto.batch
     p = b["prompts"].shape[1]
     mask = b["response_mask"].bool()
     scored = completion_logprobs(model, b["prompts"], b["attention_mask"][:, :p].bool(), b["responses"],
                                  b["attention_mask"][:, p:].bool(), temperature=TEMPERATURE, return_hidden=True)
-    v = grad_proxy(scored.hidden, scored.logp, mask)
+    v = row_proxy(scored.hidden, scored.logp, mask)
     kwargs = dict(k_steps=config.refine_steps, lo=config.coef_min, hi=config.coef_max)
-    if temperature is not None:
-        kwargs["fixed_gamma"] = tuple(float(x) for x in temperature)
+    if gamma is not None:
+        kwargs["fixed_gamma"] = tuple(float(x) for x in gamma)
     return reference_coefficients(v, advantages_of(proto), mask, **kwargs).float(), scored.logp, mask
 
 
@@ -171,7 +171,7 @@ def test_coefficients_under_the_engines_bf16_autocast_match_the_float64_referenc
     rows = torch.cat([h[i, : lengths[3 * k + i]] for k, h in enumerate(heads) for i in range(h.shape[0])])
     hidden = no_padding_2_padding(rows, td)
     mask = proto.batch["response_mask"].bool()
-    v = grad_proxy(hidden, old.batch["old_log_probs"], mask)
+    v = row_proxy(hidden, old.batch["old_log_probs"], mask)
     want = reference_coefficients(v, advantages_of(proto), mask).float()
     err = float((old.batch[COEF_KEY] - want).abs().max())
     assert err < TOL, err
@@ -186,15 +186,15 @@ def test_the_frozen_gamma_is_measured_once_sent_every_step_and_kept_across_a_res
     trainer = cpu_trainer(config, group)
     first = batch(char_tokenizer, (0, 2, 4))
     trainer._compute_old_log_prob(first)
-    gamma = trainer._delta_gamma
+    gamma = trainer._delta_gamma.state()
     adaptive = delta_coefficients(
-        grad_proxy(*reference_hidden(model, first)), advantages_of(first), first.batch["response_mask"].bool()
-    ).stats.temperature[0]
+        row_proxy(*reference_hidden(model, first)), advantages_of(first), first.batch["response_mask"].bool()
+    ).stats.gamma[0]
     torch.testing.assert_close(torch.tensor(gamma, dtype=torch.float64), adaptive.double(), atol=1e-5, rtol=1e-5)
     second = batch(char_tokenizer, (1, 3, 5))
     old, _ = trainer._compute_old_log_prob(second)
-    assert tu.get_non_tensor_data(group.sent[1], TEMPERATURE_KEY, None) == {"pos": gamma[0], "neg": gamma[1]}
-    want, _, _ = reference_from_model(model, second, temperature=gamma)
+    assert tu.get_non_tensor_data(group.sent[1], GAMMA_KEY, None) == {"pos": gamma[0], "neg": gamma[1]}
+    want, _, _ = reference_from_model(model, second, gamma=gamma)
     torch.testing.assert_close(old.batch[COEF_KEY], want, atol=TOL, rtol=0)
     # Saved with the checkpoint and restored on resume (verl's own save/load need the Ray workers).
     monkeypatch.setattr(RayPPOTrainer, "_save_checkpoint", lambda self: None)
@@ -204,7 +204,23 @@ def test_the_frozen_gamma_is_measured_once_sent_every_step_and_kept_across_a_res
     assert (tmp_path / "global_step_7" / STATE_FILE).exists()
     resumed = cpu_trainer(config, group)
     resumed._load_checkpoint()
-    assert resumed._delta_gamma == gamma
+    assert resumed._delta_gamma.state() == gamma
+
+
+def test_a_checkpoint_of_an_older_version_restores_its_frozen_gamma(tmp_path, monkeypatch):
+    # delta_state.json used to hold the frozen gamma under "frozen_temperature"; now "frozen_gamma".
+    config = trainer_config(delta={"freeze_temperature": True})
+    config.trainer.default_local_dir = str(tmp_path)
+    save_state(str(tmp_path / "global_step_7"), {"frozen_temperature": [0.5, 0.25]})
+    monkeypatch.setattr(RayPPOTrainer, "_load_checkpoint", lambda self: setattr(self, "global_steps", 7))
+    monkeypatch.setattr(RayPPOTrainer, "_save_checkpoint", lambda self: None)
+    resumed = cpu_trainer(config, None)
+    resumed._load_checkpoint()
+    assert resumed._delta_gamma.state() == [0.5, 0.25]
+    torch.testing.assert_close(resumed._delta_gamma.current(), torch.tensor([0.5, 0.25], dtype=torch.float64))
+    resumed.global_steps = 8
+    resumed._save_checkpoint()
+    assert load_state(str(tmp_path / "global_step_8")) == {"frozen_gamma": [0.5, 0.25]}
 
 
 def reference_hidden(model, proto):
@@ -376,7 +392,7 @@ def test_two_data_parallel_ranks_report_their_mean_statistics_and_pool_globally(
     parts = [reference_hidden(model, half) for half in halves]
     r = max(p[2].shape[1] for p in parts)
     pad = lambda x: torch.nn.functional.pad(x, (0, 0) * (x.dim() - 2) + (0, r - x.shape[1]))  # noqa: E731
-    v = torch.cat([pad(grad_proxy(h, lp, m)) for h, lp, m in parts])
+    v = torch.cat([pad(row_proxy(h, lp, m)) for h, lp, m in parts])
     mask = torch.cat([pad(m) for _, _, m in parts])
     A = torch.cat([advantages_of(half) for half in halves])
     want = reference_coefficients(v, A, mask).float()

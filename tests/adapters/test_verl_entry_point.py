@@ -24,7 +24,7 @@ pytest.importorskip("ray")
 pd = pytest.importorskip("pandas")
 pytest.importorskip("pyarrow")
 
-from delta_rlvr.core import grad_proxy, group_advantages  # noqa: E402
+from delta_rlvr.core import group_advantages, row_proxy  # noqa: E402
 from delta_rlvr.data import arithmetic_dataset  # noqa: E402
 from delta_rlvr.models import completion_logprobs  # noqa: E402
 from reference_delta import reference_coefficients  # noqa: E402
@@ -101,7 +101,7 @@ def test_the_launched_entry_point_builds_the_delta_trainer_whose_workers_get_its
                                      b["attention_mask"][:, p:].bool(), temperature=0.7, return_hidden=True)
         uid = torch.arange(mask.shape[0]) // 3
         A = group_advantages(b["rm_scores"].sum(1), uid)
-        want = reference_coefficients(grad_proxy(scored.hidden, scored.logp, mask), A, mask, k_steps=2, lo=0.7).float()
+        want = reference_coefficients(row_proxy(scored.hidden, scored.logp, mask), A, mask, k_steps=2, lo=0.7).float()
         torch.testing.assert_close(step["coef"], want, atol=1e-5, rtol=0)
         torch.testing.assert_close(step["update_advantages"] * mask, step["advantages"] * want, atol=1e-5, rtol=0)
 

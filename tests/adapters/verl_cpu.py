@@ -219,11 +219,12 @@ def cpu_trainer(config, worker_group):
     """A ``DeltaRayPPOTrainer`` over a `LocalWorkerGroup` (its Ray workers are not built)."""
     from delta_rlvr.adapters.verl.settings import delta_settings
     from delta_rlvr.adapters.verl.trainer import DeltaRayPPOTrainer
+    from delta_rlvr.core.frozen import FrozenGamma
 
     trainer = object.__new__(DeltaRayPPOTrainer)
     trainer.config = config
     trainer.delta = delta_settings(config)
     trainer._delta_metrics = {}
-    trainer._delta_gamma = None
+    trainer._delta_gamma = FrozenGamma(trainer.delta.config.freeze_temperature)
     trainer.actor_rollout_wg = worker_group
     return trainer

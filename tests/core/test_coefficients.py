@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from delta_rlvr.core import DeltaConfig, delta_coefficients, grad_proxy
-from delta_rlvr.core.coefficients import COEF_QUANTILES
+from delta_rlvr.core import DeltaConfig, delta_coefficients, row_proxy
+from delta_rlvr.core.config import COEF_QUANTILES
 
 
 from reference_delta import reference_coefficients  # tests/ is on sys.path (its conftest.py)
@@ -56,7 +56,7 @@ def test_hand_worked_example_without_refinement():
     out = delta_coefficients(v, adv, mask, DeltaConfig(refine_steps=0))
     expected = torch.tensor([[0.9292303589, 1.0707696411], [1.0707696411, 0.9292303589]])
     torch.testing.assert_close(out.coef, expected, rtol=0, atol=1e-6)
-    torch.testing.assert_close(out.stats.temperature[0], torch.tensor([4.0, 4.0]))
+    torch.testing.assert_close(out.stats.gamma[0], torch.tensor([4.0, 4.0]))
     torch.testing.assert_close(out.stats.centroid_norm[0], torch.tensor([2.0, 0.0]))
 
 
@@ -73,7 +73,7 @@ def test_hand_worked_example_with_one_refinement():
     out = delta_coefficients(v, adv, mask, DeltaConfig(refine_steps=1))
     expected = torch.tensor([[0.9212041863, 1.0787958137], [1.0787958137, 0.9212041863]])
     torch.testing.assert_close(out.coef, expected, rtol=0, atol=1e-6)
-    torch.testing.assert_close(out.stats.temperature, torch.tensor([[4.0, 4.0], [4.0, 4.0]]))
+    torch.testing.assert_close(out.stats.gamma, torch.tensor([[4.0, 4.0], [4.0, 4.0]]))
     torch.testing.assert_close(
         out.stats.centroid_norm[1], torch.tensor([2.2757806227, 0.2757806227])
     )
@@ -138,21 +138,21 @@ def test_coefficients_match_reference_on_a_large_realistic_batch():
         torch.testing.assert_close(got, want, rtol=0, atol=3e-5)
 
 
-def test_coefficients_match_reference_with_a_frozen_temperature():
+def test_coefficients_match_reference_with_a_frozen_gamma():
     v, adv, mask = random_batch(3)
     gamma = torch.tensor([0.7, 1.9])
     cfg = DeltaConfig(refine_steps=2, freeze_temperature=True)
-    got = delta_coefficients(v, adv, mask, cfg, temperature=gamma).coef
+    got = delta_coefficients(v, adv, mask, cfg, gamma=gamma).coef
     want = reference_coefficients(v, adv, mask, k_steps=2, fixed_gamma=(0.7, 1.9)).float()
     torch.testing.assert_close(got, want, rtol=0, atol=TOL)
 
 
-def test_freezing_the_first_batch_temperature_reproduces_that_batch_when_k_is_1():
+def test_freezing_the_first_batch_gamma_reproduces_that_batch_when_k_is_1():
     # With K = 1 every sigmoid already uses gamma^(0), so feeding gamma^(0) back is a no-op.
     v, adv, mask = random_batch(11)
     first = delta_coefficients(v, adv, mask, DeltaConfig(freeze_temperature=True))
     again = delta_coefficients(
-        v, adv, mask, DeltaConfig(freeze_temperature=True), temperature=first.stats.temperature[0]
+        v, adv, mask, DeltaConfig(freeze_temperature=True), gamma=first.stats.gamma[0]
     )
     torch.testing.assert_close(again.coef, first.coef, rtol=0, atol=1e-6)
 
@@ -212,15 +212,15 @@ def test_garbage_in_padded_hidden_states_is_ignored_when_the_proxy_is_masked():
     hidden = v.clone()
     hidden[~mask] = float("nan")
     logp = torch.full(mask.shape, -0.5)
-    clean = delta_coefficients(grad_proxy(v, logp, mask), adv, mask).coef
-    dirty = delta_coefficients(grad_proxy(hidden, logp, mask), adv, mask).coef
+    clean = delta_coefficients(row_proxy(v, logp, mask), adv, mask).coef
+    dirty = delta_coefficients(row_proxy(hidden, logp, mask), adv, mask).coef
     assert torch.equal(clean, dirty)
 
 
 def test_nan_in_the_proxy_raises_an_error_that_says_how_to_mask_it():
     v, adv, mask = random_batch(9)
     v[~mask] = float("nan")
-    with pytest.raises(ValueError, match=r"grad_proxy\(hidden, logp, mask\)"):
+    with pytest.raises(ValueError, match=r"row_proxy\(hidden, logp, mask\)"):
         delta_coefficients(v, adv, mask)
 
 
@@ -237,10 +237,10 @@ def test_statistics_describe_the_batch():
     assert s.valid_tokens.item() == mask.sum().item()
     expected_mass = [(adv.clamp_min(0)[:, None] * mask).sum(), (adv.clamp_max(0).abs()[:, None] * mask).sum()]
     torch.testing.assert_close(s.side_mass, torch.stack(expected_mass))
-    assert s.temperature.shape == (3, 2) and s.centroid_cosine.shape == (3,)
+    assert s.gamma.shape == (3, 2) and s.centroid_cosine.shape == (3,)
     # lag: gamma^(1) = gamma^(0) = std(Delta^(0)); gamma^(2) = std(Delta^(1))
-    torch.testing.assert_close(s.temperature[1], s.temperature[0])
-    torch.testing.assert_close(s.temperature[2], s.margin_std[1])
+    torch.testing.assert_close(s.gamma[1], s.gamma[0])
+    torch.testing.assert_close(s.gamma[2], s.margin_std[1])
     import numpy as np
 
     values = out.coef[signed].double().numpy()
@@ -251,6 +251,16 @@ def test_statistics_describe_the_batch():
     metrics = s.as_metrics()
     assert metrics["delta/coef_q50"] == pytest.approx(float(np.median(values)), abs=1e-6)
     assert {"delta/temperature_pos", "delta/centroid_cosine", "delta/frac_at_max"} <= set(metrics)
+    assert {"delta/gamma_pos", "delta/gamma_neg"} <= set(metrics)
+
+
+def test_metrics_name_gamma_and_keep_the_old_temperature_keys_as_aliases():
+    v, adv, mask = random_batch(10, b=16)
+    s = delta_coefficients(v, adv, mask, DeltaConfig(refine_steps=2)).stats
+    metrics = s.as_metrics("x/")
+    for side, i in (("pos", 0), ("neg", 1)):
+        assert metrics[f"x/gamma_{side}"] == pytest.approx(float(s.gamma[-1, i].double()), rel=1e-12)
+        assert metrics[f"x/temperature_{side}"] == metrics[f"x/gamma_{side}"]
 
 
 def test_hard_assignment_puts_every_signed_token_at_a_bound():
@@ -278,10 +288,10 @@ def test_random_coefficients_are_uniform_in_the_range_and_reproducible():
     assert a.coef[mask].double().mean().item() == pytest.approx(1.0, abs=1e-6)
 
 
-def test_grad_proxy_is_one_minus_p_times_hidden_in_float32():
+def test_row_proxy_is_one_minus_p_times_hidden_in_float32():
     hidden = torch.tensor([[[2.0, -4.0], [1.0, 1.0]]], dtype=torch.bfloat16)
     logp = torch.log(torch.tensor([[0.25, 1.0]]))
-    v = grad_proxy(hidden, logp)
+    v = row_proxy(hidden, logp)
     assert v.dtype == torch.float32
     torch.testing.assert_close(v, torch.tensor([[[1.5, -3.0], [0.0, 0.0]]]))
 
@@ -312,4 +322,4 @@ def test_wrong_shapes_are_refused_with_the_expected_shape():
     with pytest.raises(ValueError, match="mask must be a bool tensor"):
         delta_coefficients(v, adv, mask.float())
     with pytest.raises(ValueError, match="freeze_temperature"):
-        delta_coefficients(v, adv, mask, temperature=torch.ones(2))
+        delta_coefficients(v, adv, mask, gamma=torch.ones(2))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from delta_rlvr.core import DeltaConfig, DeltaStream, delta_coefficients, grad_proxy
+from delta_rlvr.core import DeltaConfig, DeltaStream, delta_coefficients, row_proxy
 from delta_rlvr.core.packed import PackedProxyCache
 from delta_rlvr.core.precision import full_precision
 from reference_delta import reference_coefficients
@@ -61,7 +61,7 @@ def test_cached_passes_give_the_padded_one_shot_coefficients(name, dtype):
     fill(cache, hidden, logp, adv, mask)
     result = cache.run(DeltaStream(config))
     got = scatter(PackedProxyCache.coefficients(result), result.zero_advantage_coef, adv, mask)
-    want = delta_coefficients(grad_proxy(hidden, logp, mask), adv, mask, config)
+    want = delta_coefficients(row_proxy(hidden, logp, mask), adv, mask, config)
     torch.testing.assert_close(got, want.coef, atol=TOL, rtol=0)
     for field in ("coef_mean", "coef_std", "normaliser", "valid_tokens", "zero_adv_tokens", "side_tokens"):
         torch.testing.assert_close(getattr(result.stats, field).double(), getattr(want.stats, field).double(),
@@ -93,13 +93,13 @@ def test_a_cache_over_its_cap_spills_into_the_stream_and_gives_the_same_coeffici
             if pass_index == 0 and cache.nbytes:
                 cache.spill(stream)  # the chunks cached so far go first, in their order
             signed = token_adv != 0
-            stream.update_tokens(grad_proxy(h[signed][None], lp[signed][None])[0], token_adv[signed],
+            stream.update_tokens(row_proxy(h[signed][None], lp[signed][None])[0], token_adv[signed],
                                  zero_advantage_tokens=int((~signed).sum()))
         stream.end_pass()
     assert cache.overflowed and cache.nbytes == 0
     result = stream.result()
     got = scatter(torch.cat(result.coef), result.zero_advantage_coef, adv, mask)
-    want = delta_coefficients(grad_proxy(hidden, logp, mask), adv, mask, config).coef
+    want = delta_coefficients(row_proxy(hidden, logp, mask), adv, mask, config).coef
     torch.testing.assert_close(got, want, atol=TOL, rtol=0)
 
 
@@ -121,12 +121,12 @@ def test_coefficients_under_bf16_autocast_match_the_float64_reference():
     logp = -torch.rand(24, 40, generator=g) * 2
     adv = torch.randn(24, generator=g)
     mask = torch.arange(40)[None] < torch.randint(5, 41, (24,), generator=g)[:, None]
-    want = reference_coefficients(grad_proxy(hidden, logp, mask), adv, mask).float()
+    want = reference_coefficients(row_proxy(hidden, logp, mask), adv, mask).float()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         cache = PackedProxyCache()
         fill(cache, hidden, logp, adv, mask, rows_per_chunk=7)
         result = cache.run(DeltaStream(DeltaConfig()))
-        one_shot = delta_coefficients(grad_proxy(hidden, logp, mask), adv, mask).coef
+        one_shot = delta_coefficients(row_proxy(hidden, logp, mask), adv, mask).coef
     got = scatter(PackedProxyCache.coefficients(result), result.zero_advantage_coef, adv, mask)
     assert (got - want).abs().max() < 1e-5
     assert (one_shot - want).abs().max() < 1e-5
@@ -169,7 +169,7 @@ def test_a_cached_run_measures_gamma_in_a_pass_of_its_own_instead_of_h_by_h_mome
     fill(cache, hidden, logp, adv, mask)
     result = cache.run(stream)
     assert stream.num_passes == 4  # moments (first order), measure, refine, final
-    want = delta_coefficients(grad_proxy(hidden, logp, mask), adv, mask)
-    torch.testing.assert_close(result.stats.temperature, want.stats.temperature, atol=1e-6, rtol=1e-6)
+    want = delta_coefficients(row_proxy(hidden, logp, mask), adv, mask)
+    torch.testing.assert_close(result.stats.gamma, want.stats.gamma, atol=1e-6, rtol=1e-6)
     with pytest.raises(RuntimeError, match="before the first update"):
         stream.measure_gamma_directly()

@@ -14,12 +14,11 @@ from delta_rlvr.core import (
     ProxyConfig,
     TokenVectors,
     delta_coefficients,
-    grad_proxy,
     row_proxy,
     topk_hidden_proxy,
 )
-from delta_rlvr.core.coefficients import margins as dense_margins
-from delta_rlvr.core.coefficients import token_sides
+from delta_rlvr.core.kernels import margins as dense_margins
+from delta_rlvr.core.kernels import token_sides
 
 V, H, B, T = 11, 5, 6, 4
 
@@ -70,10 +69,25 @@ def signed_batch(seed: int, b: int = B):
 # Config and the row proxy.
 
 
-def test_row_proxy_is_exactly_grad_proxy():
+def test_row_proxy_is_one_minus_p_times_hidden_and_zero_on_padding():
+    # p = 0.5, 0.25 and 1 at valid positions: v = (1 - p) h = 0.5 h, 0.75 h, 0; the padded
+    # position holds NaN and must come out exactly 0.
+    hidden = torch.tensor([[[2.0, -4.0], [1.0, 3.0]], [[-8.0, 0.5], [float("nan"), float("nan")]]])
+    logp = torch.log(torch.tensor([[0.5, 0.25], [1.0, 0.3]]))
+    mask = torch.tensor([[True, True], [True, False]])
+    v = row_proxy(hidden, logp, mask)
+    assert v.dtype == torch.float32 and v.shape == (2, 2, 2)
+    expected = torch.tensor([[[1.0, -2.0], [0.75, 2.25]], [[0.0, 0.0], [0.0, 0.0]]])
+    torch.testing.assert_close(v, expected, rtol=0, atol=1e-7)
+    # the same, with the loop of the definition on the random batch of the other proxy tests
     hidden, _, _, _, mask = lm_batch(0)
     logp = -torch.rand(B, T)
-    assert torch.equal(row_proxy(hidden, logp, mask), grad_proxy(hidden, logp, mask))
+    v = row_proxy(hidden, logp, mask)
+    for i, j in itertools.product(range(B), range(T)):
+        want = (1.0 - logp[i, j].double().exp()) * hidden[i, j].double() if mask[i, j] else torch.zeros(H, dtype=torch.float64)
+        torch.testing.assert_close(v[i, j].double(), want, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match=r"row_proxy: hidden has shape"):
+        row_proxy(hidden, logp[:, :-1], mask)
 
 
 def test_proxy_config_defaults_are_the_paper_row_proxy():
@@ -253,7 +267,7 @@ def test_delta_coefficients_on_lm_head_gradients_equal_those_on_the_materialised
     want = delta_coefficients(lm.materialise(), adv, mask, config)
     torch.testing.assert_close(got.coef, want.coef, rtol=0, atol=1e-5)
     assert torch.equal(got.coef[~mask], torch.zeros(int((~mask).sum())))
-    for name in ("temperature", "margin_std", "centroid_norm", "centroid_cosine"):
+    for name in ("gamma", "margin_std", "centroid_norm", "centroid_cosine"):
         torch.testing.assert_close(getattr(got.stats, name), getattr(want.stats, name), rtol=1e-5, atol=1e-6)
     assert torch.equal(got.stats.side_tokens, want.stats.side_tokens)
 

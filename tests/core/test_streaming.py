@@ -74,7 +74,7 @@ def test_streaming_equals_one_shot_for_any_micro_batch_split(name):
         streamed = delta_coefficients_streamed(lambda: iter(mbs), cfg)
         torch.testing.assert_close(assemble(streamed.coef, split, mask.shape), one_shot.coef, rtol=0, atol=TOL)
         s, o = streamed.stats, one_shot.stats
-        torch.testing.assert_close(s.temperature, o.temperature, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(s.gamma, o.gamma, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(s.centroid_norm, o.centroid_norm, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(s.coef_quantiles, o.coef_quantiles, rtol=0, atol=TOL)
         assert s.valid_tokens == o.valid_tokens and torch.equal(s.side_tokens, o.side_tokens)
@@ -93,7 +93,7 @@ def test_the_paper_method_takes_k_plus_2_passes_the_first_one_included():
         assert stream.num_passes == k + 2
         stream.run(source)
         assert len(calls) == k + 2
-    # The within-side margin is quadratic in v: its first temperature needs a measuring pass.
+    # The within-side margin is quadratic in v: its first gamma needs a measuring pass.
     assert DeltaStream(DeltaConfig(contrast="within_side")).num_passes == 4
 
 
@@ -109,12 +109,12 @@ def test_the_first_pass_can_be_fed_by_the_old_log_prob_pass_and_the_rest_run_aft
 
 
 def test_moments_keep_their_accuracy_on_a_large_shared_mean():
-    # The first temperature comes from sum v v^T: with a shared mean 50x the spread, a naive
+    # The first gamma comes from sum v v^T: with a shared mean 50x the spread, a naive
     # float32 second moment would lose the variance in cancellation.
     v, adv, mask = batch(2, b=32, t=64, h=16, shift=50.0)
     one_shot = delta_coefficients(v, adv, mask, DeltaConfig(refine_steps=0))
     streamed = delta_coefficients_streamed(lambda: iter([(v[:10], adv[:10], mask[:10]), (v[10:], adv[10:], mask[10:])]), DeltaConfig(refine_steps=0))
-    torch.testing.assert_close(streamed.stats.temperature, one_shot.stats.temperature, rtol=1e-4, atol=0)
+    torch.testing.assert_close(streamed.stats.gamma, one_shot.stats.gamma, rtol=1e-4, atol=0)
 
 
 def test_misuse_of_the_pass_protocol_is_refused():

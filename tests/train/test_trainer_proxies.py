@@ -50,7 +50,7 @@ def test_each_proxy_trains_a_step_and_logs_its_coefficients(tmp_path, proxy):
 
 
 def test_full_sketch_skips_zero_advantage_rows_without_changing_the_coefficients(tmp_path):
-    from delta_rlvr.models.proxies import make_sketch, token_vectors
+    from delta_rlvr.models.token_vectors import make_sketch, token_vectors
 
     trainer = Trainer(small_config(tmp_path / "z", *PROXY_SETS["full_sketch"], "run.max_steps=1", "run.tensorboard=false",
                                    "rollout.max_new_tokens=12"))

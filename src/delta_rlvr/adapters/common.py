@@ -43,33 +43,36 @@ def check_pooling(pooling: str, setting: str) -> None:
 
 
 def batch_coefficients(
-    grad_proxy: Tensor,
+    vectors: Tensor,
     advantages: Tensor,
     mask: Tensor,
     config: DeltaConfig,
     *,
     reduce: Callable[[Tensor], Tensor] | None = None,
-    temperature: Tensor | None = None,
+    gamma: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, DeltaStats]:
     """Coefficients for one process's rollout batch, optionally pooled across processes.
 
     Args:
-        grad_proxy: (B, T, H) float32 token-gradient proxy (zero at invalid tokens).
+        vectors: (B, T, H) float32 token-gradient proxy (zero at invalid tokens), e.g.
+            `delta_rlvr.core.row_proxy`.
         advantages: (B,) one advantage per response.
         mask: (B, T) bool, True = valid token.
         reduce: None pools over this batch only (one-shot form); a sum all-reduce pools the
-            centroids, temperatures and N/Z over every process (streaming form, whose
+            centroids, gammas and N/Z over every process (streaming form, whose
             accumulators are the mergeable sums the hook reduces).
+        gamma: (2,) frozen assignment temperatures with ``config.freeze_temperature``
+            (`FrozenGamma.current()`); None measures them on this batch.
 
     Returns:
         coef (B, T) float32, 0 at invalid tokens; and the statistics.
     """
     if reduce is None:
-        out = delta_coefficients(grad_proxy, advantages, mask, config, temperature=temperature, generator=generator)
+        out = delta_coefficients(vectors, advantages, mask, config, gamma=gamma, generator=generator)
         return out.coef, out.stats
-    stream = DeltaStream(config, reduce=reduce, temperature=temperature, generator=generator)
-    out = stream.run(lambda: [(grad_proxy, advantages, mask)])
+    stream = DeltaStream(config, reduce=reduce, gamma=gamma, generator=generator)
+    out = stream.run(lambda: [(vectors, advantages, mask)])
     return out.coef[0], out.stats
 
 

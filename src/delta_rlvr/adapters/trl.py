@@ -30,15 +30,16 @@ Design choices (docs/adapters.md, "TRL"):
    Masks the loss builds from the current policy at update time (``top_entropy_quantile``,
    ``off_policy_mask_threshold``) cannot be known when coefficients are computed: refused.
 6. Pooling: "local" (default, as the paper's released code: each process's batch alone) or
-   "global" (centroids, temperatures and N/Z summed over processes with an all-reduce through
+   "global" (centroids, gammas and N/Z summed over processes with an all-reduce through
    ``DeltaStream``'s reduce hook); both stream.
 7. The proxy (``delta_proxy``): row (the paper's, default), topk_hidden or lm_head, built by
    the same functions as the trainer's. The LM head is gathered when it is sharded (FSDP2
    DTensor: ``full_tensor``; DeepSpeed ZeRO-3: TRL's ``maybe_gather_lm_head_ctx``; FSDP1:
    ``summon_full_params`` of the root unit), and a head that is still not whole on some process
    is refused on every process alike. lm_head pools locally and does not stream.
-8. The frozen temperature (``delta_freeze_temperature``) and the random-coefficient generator
-   are saved in every checkpoint (``delta_state.pt``) and restored on resume.
+8. The frozen gamma, DelTA's assignment temperature (``delta_freeze_temperature``; a
+   `FrozenGamma`, as in the trainer), and the random-coefficient generator are saved in every
+   checkpoint (``delta_state.pt``) and restored on resume.
 9. Statistics go to TRL's ``_metrics["train"]`` as ``delta/*``, averaged over processes.
 10. In evaluation (``model.training`` False) advantages are left as TRL computed them.
 """
@@ -62,6 +63,7 @@ from delta_rlvr.adapters.common import (
     mean_over_ranks,
 )
 from delta_rlvr.core import DeltaConfig, DeltaStats, DeltaStream, delta_coefficients
+from delta_rlvr.core.frozen import FrozenGamma
 from delta_rlvr.core.packed import MIB, PackedProxyCache
 from delta_rlvr.core.precision import full_precision
 from delta_rlvr.core.proxies import LMHeadGradients, ProxyConfig, topk_hidden_proxy
@@ -79,6 +81,9 @@ MULTIMODAL_KEYS: tuple[str, ...] = ("pixel_values", "image_grid_thw", "token_typ
 
 #: the file in each checkpoint folder that holds the adapter's own state (frozen gamma, RNG)
 STATE_FILE = "delta_state.pt"
+#: the key of the frozen gamma in `STATE_FILE`, and the key older checkpoints used for it
+GAMMA_STATE_KEY = "gamma"
+OLD_GAMMA_STATE_KEY = "temperature"
 
 PREFIX = "delta_"
 
@@ -263,7 +268,7 @@ class DeltaGRPOTrainer(GRPOTrainer):
         check_supported(self.args)
         self.delta_config: DeltaConfig = self.args.delta_config()
         self.delta_proxy: ProxyConfig = self.args.delta_proxy_config()
-        self._delta_temperature: Tensor | None = None  # frozen gamma, with delta_freeze_temperature
+        self._delta_gamma = FrozenGamma(self.delta_config.freeze_temperature)  # the frozen assignment temperature
         self._delta_generator: torch.Generator | None = None
         if self.delta_config.random_coefficients:
             seed = self.args.seed + self.accelerator.process_index
@@ -354,7 +359,7 @@ class DeltaGRPOTrainer(GRPOTrainer):
         chunks, captured = self._delta_micro_batches(batch)
         multi = self.accelerator.num_processes > 1
         reduce = all_reduce_sum if self.args.delta_pooling == "global" and multi else None
-        temperature = self._delta_temperature
+        gamma = self._delta_gamma.current()
         info: dict[str, Any] = {"captured": captured is not None, "streamed": False, "forwards": 0,
                                 "micro_batches": len(chunks)}
         if captured is not None:
@@ -377,11 +382,10 @@ class DeltaGRPOTrainer(GRPOTrainer):
             return hidden, logp, ids, adv
 
         if self.delta_proxy.name == "lm_head":
-            coef, stats = self._delta_lm_head(chunks, tokens, mask, head, temperature, info)
+            coef, stats = self._delta_lm_head(chunks, tokens, mask, head, gamma, info)
         else:
-            coef, stats = self._delta_streamed(chunks, tokens, mask, advantages, head, reduce, temperature, info)
-        if self.delta_config.freeze_temperature and temperature is None:
-            self._delta_temperature = stats.temperature[0].double().cpu()  # gamma^(0) of the first batch
+            coef, stats = self._delta_streamed(chunks, tokens, mask, advantages, head, reduce, gamma, info)
+        self._delta_gamma.observe(stats.gamma[0])  # kept once, with freeze_temperature: gamma^(0) of the first batch
         self.delta_pass_info = info
         return coef, stats
 
@@ -411,11 +415,11 @@ class DeltaGRPOTrainer(GRPOTrainer):
                                   temperature=self.temperature, head_bias=bias)
         return v[0]
 
-    def _delta_streamed(self, chunks, tokens, mask, advantages, head, reduce, temperature, info):
+    def _delta_streamed(self, chunks, tokens, mask, advantages, head, reduce, gamma, info):
         """row / topk_hidden: packed cache, or streaming past the cap (both exact)."""
         cache = PackedProxyCache(None if self._delta_cap_bytes is None else self._delta_cap_bytes / MIB,
                                  offload=self.args.delta_offload_cache)
-        stream = DeltaStream(self.delta_config, reduce=reduce, temperature=temperature, generator=self._delta_generator)
+        stream = DeltaStream(self.delta_config, reduce=reduce, gamma=gamma, generator=self._delta_generator)
         streaming = False
 
         def feed(hidden, logp, ids, adv) -> None:
@@ -462,7 +466,7 @@ class DeltaGRPOTrainer(GRPOTrainer):
         coef[mask & ~signed] = result.zero_advantage_coef.to(mask.device)
         return coef, result.stats
 
-    def _delta_lm_head(self, chunks, tokens, mask, head, temperature, info):
+    def _delta_lm_head(self, chunks, tokens, mask, head, gamma, info):
         """lm_head: the packed valid tokens' hidden states (model dtype), one shot, local pooling.
         The vectors are V x H per token, so this proxy cannot stream: the cap is a hard limit."""
         parts, total = [], 0
@@ -484,7 +488,7 @@ class DeltaGRPOTrainer(GRPOTrainer):
         ones = torch.ones(ids.shape, dtype=torch.bool, device=ids.device)
         weight, bias = head
         vectors = LMHeadGradients(hidden, ids, weight, ones, temperature=self.temperature, head_bias=bias)
-        out = delta_coefficients(vectors, adv, ones, self.delta_config, temperature=temperature,
+        out = delta_coefficients(vectors, adv, ones, self.delta_config, gamma=gamma,
                                  generator=self._delta_generator)
         coef = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
         coef[mask] = out.coef.reshape(-1).to(mask.device)
@@ -564,7 +568,8 @@ class DeltaGRPOTrainer(GRPOTrainer):
 
             folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             generator = None if self._delta_generator is None else self._delta_generator.get_state()
-            torch.save({"temperature": self._delta_temperature, "generator": generator}, os.path.join(folder, STATE_FILE))
+            state = {GAMMA_STATE_KEY: self._delta_gamma.value, "generator": generator}  # gamma: (2,) float64 or None
+            torch.save(state, os.path.join(folder, STATE_FILE))
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -574,13 +579,14 @@ class DeltaGRPOTrainer(GRPOTrainer):
         if not os.path.exists(path):
             if self.delta_config.freeze_temperature:
                 raise FileNotFoundError(
-                    f"DeltaGRPOTrainer: {path} is missing, so the frozen DelTA temperature "
-                    "(delta_freeze_temperature=True) of this run cannot be restored; resume from a checkpoint "
+                    f"DeltaGRPOTrainer: {path} is missing, so the frozen DelTA gamma (assignment temperature, "
+                    "delta_freeze_temperature=True) of this run cannot be restored; resume from a checkpoint "
                     "written by DeltaGRPOTrainer, or start a new run"
                 )
             return
         state = torch.load(path, weights_only=True)
-        self._delta_temperature = state["temperature"]
+        # checkpoints written before the rename keep the frozen gamma under "temperature"
+        self._delta_gamma.load(state[GAMMA_STATE_KEY] if GAMMA_STATE_KEY in state else state.get(OLD_GAMMA_STATE_KEY))
         if state["generator"] is not None and self._delta_generator is not None:
             self._delta_generator.set_state(state["generator"])
 

@@ -2,18 +2,28 @@
 
 Imports only torch and the standard library, so adapters for other frameworks can use it
 without pulling in the rest of the project.
+
+DelTA's modules, in import order (each imports only those above it):
+
+- ``config``: ``DeltaConfig`` (settings) and ``DeltaStats`` (diagnostics), shared by both forms.
+- ``kernels``: the per-chunk tensor arithmetic (sides, side sums, centroids, margins, gamma,
+  assignment, coefficient map, statistics, input checks).
+- ``coefficients``: the one-shot estimator ``delta_coefficients`` and ``TokenVectors``.
+- ``streaming``: the micro-batch form ``DeltaStream``.
+- ``packed``: ``PackedProxyCache``, the streaming passes without re-forwards.
+- ``proxies``: the token-gradient proxies (``row_proxy``, ``topk_hidden_proxy``,
+  ``LMHeadGradients``) and ``ProxyConfig``.
+- ``frozen``: ``FrozenGamma``, the frozen assignment temperature across batches.
 """
 
 from delta_rlvr.core.advantages import AdvantageEstimator, group_advantages
 from delta_rlvr.core.coefficients import (
     DeltaCoefficients,
-    DeltaConfig,
-    DeltaStats,
     DenseVectors,
     TokenVectors,
     delta_coefficients,
-    grad_proxy,
 )
+from delta_rlvr.core.config import DeltaConfig, DeltaStats
 from delta_rlvr.core.losses import (
     Aggregation,
     PolicyLoss,
@@ -56,7 +66,6 @@ __all__ = [
     "delta_coefficients",
     "delta_coefficients_streamed",
     "forking_token_mask",
-    "grad_proxy",
     "group_advantages",
     "masked_mean",
     "masked_sum",

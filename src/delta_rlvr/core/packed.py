@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from delta_rlvr.core.coefficients import CHUNK_ELEMENTS
+from delta_rlvr.core.kernels import CHUNK_ELEMENTS
 from delta_rlvr.core.streaming import DeltaStream, StreamedDeltaCoefficients
 
 MIB = 1 << 20

@@ -8,7 +8,7 @@ with logits z_t = (W h_t + b) / temperature at the rollout temperature.
 Proxies (`ProxyConfig.name`):
 
 - "row" (the paper's, default): v = (1 - p(y)) h, the gradient wrt the sampled token's own
-  LM-head row (`row_proxy`, which is `coefficients.grad_proxy`). (B, T, H).
+  LM-head row (`row_proxy`). (B, T, H).
 - "topk_hidden" (the paper's ablation): v = W_y - sum_{j in topK} p~_j W_j, p~ the softmax
   renormalised over the K largest logits; approximates grad_h log p(y) (`topk_hidden_proxy`).
   (B, T, H).
@@ -21,13 +21,13 @@ Proxies (`ProxyConfig.name`):
 
 The constant factor 1/temperature of the true gradients (d z / d W = h / temperature) is
 dropped by every proxy here, as the row proxy drops it: scaling every vector by c scales the
-margins by c^2 and so the temperatures gamma = std(margins), so the coefficients do not change
-(up to rounding, and unless a floor - mass 1e-8, variance 1e-8 - is reached).
+margins by c^2 and so the assignment temperatures gamma = std(margins), so the coefficients do
+not change (up to rounding, and unless a floor - mass 1e-8, variance 1e-8 - is reached).
 
 Numerics: logits and probabilities in float32 (float64 when the hidden states or the head are
-float64), computed in row chunks of at most `coefficients.CHUNK_ELEMENTS` logits, so no (N, V)
+float64), computed in row chunks of at most `kernels.CHUNK_ELEMENTS` logits, so no (N, V)
 tensor beyond a chunk exists. Side sums are accumulated in float64 over chunks of at most
-`coefficients.SUM_BLOCK` rows (the blocked summation of `coefficients.side_weighted_sums`).
+`kernels.SUM_BLOCK` rows (the blocked summation of `kernels.side_weighted_sums`).
 Only tokens that matter are computed: valid ones for the proxies, signed ones (side != 0) for
 the passes of `LMHeadGradients`.
 """
@@ -39,12 +39,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from delta_rlvr.core.coefficients import (
-    CHUNK_ELEMENTS,
-    SUM_BLOCK,
-    Contrast,
-    grad_proxy,
-)
+from delta_rlvr.core.config import Contrast
+from delta_rlvr.core.kernels import CHUNK_ELEMENTS, SUM_BLOCK
+from delta_rlvr.core.precision import in_full_precision
 
 PROXIES = ("row", "topk_hidden", "lm_head", "full_sketch")
 
@@ -80,9 +77,32 @@ class ProxyConfig:
                 )
 
 
+@in_full_precision
 def row_proxy(hidden: Tensor, logp: Tensor, mask: Tensor | None = None) -> Tensor:
-    """The paper's proxy v = (1 - p) h, (B, T, H) float32: exactly `coefficients.grad_proxy`."""
-    return grad_proxy(hidden, logp, mask)
+    """The paper's token-gradient proxy v = (1 - p) * h, in float32 (spec section 3, paper App. F).
+
+    v is the gradient of log p(y_t) with respect to the sampled token's own LM-head row.
+
+    Args:
+        hidden: (B, T, H) final hidden states, the input of the LM head (after the final norm).
+        logp: (B, T) log-probability of each sampled token under the old policy, at the
+            rollout temperature.
+        mask: optional (B, T) bool, True = valid. Invalid positions are set to exactly 0, so
+            that garbage (even NaN) in padded hidden states cannot reach the estimator.
+
+    Returns:
+        (B, T, H) float32. `1 - p` is computed as `-expm1(logp)`, exact also when p is near 1.
+    """
+    if hidden.shape[:-1] != logp.shape:
+        raise ValueError(
+            f"row_proxy: hidden has shape {tuple(hidden.shape)} but logp has shape "
+            f"{tuple(logp.shape)}; expected hidden (B, T, H) and logp (B, T)"
+        )
+    scale = -torch.expm1(logp.float())
+    v = hidden.float() * scale.unsqueeze(-1)
+    if mask is not None:
+        v.masked_fill_(~mask.unsqueeze(-1), 0.0)
+    return v
 
 
 # --------------------------------------------------------------------------------------------
@@ -367,7 +387,7 @@ class LMHeadGradients:
     def margins(self, side: Tensor, mu: Tensor, contrast: Contrast) -> Tensor:
         """(N,) float32 margin Delta of each token on its own side, against centroids mu
         (2, V, H) float64; 0 on side 0 and at invalid positions. The contract of
-        `coefficients.margins` for dense rows:
+        `kernels.margins` for dense rows:
 
         two_sided: Delta = +-(2 <v, mu+ - mu-> + ||mu-||^2 - ||mu+||^2), sign by the side;
         within_side: Delta = -||v - mu_own||^2 with ||v||^2 = ||e_y - p||^2 ||h||^2.
@@ -385,7 +405,7 @@ class LMHeadGradients:
         delta = torch.zeros(n_tokens, dtype=torch.float32, device=self.device)
         positions = self._side_positions(side)
         if contrast == "two_sided":
-            # As `coefficients.margins`: the offset ||mu-||^2 - ||mu+||^2 = -(mu+ - mu-).(mu+ + mu-)
+            # As `kernels.margins`: the offset ||mu-||^2 - ||mu+||^2 = -(mu+ - mu-).(mu+ + mu-)
             # as one float64 dot product.
             direction = 2.0 * (mu[0] - mu[1])
             offset = (-0.5 * (direction * (mu[0] + mu[1])).sum()).to(dt)

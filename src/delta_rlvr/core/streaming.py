@@ -30,17 +30,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from delta_rlvr.core.precision import in_full_precision
-from delta_rlvr.core.coefficients import (
+from delta_rlvr.core.config import DeltaConfig, DeltaStats
+from delta_rlvr.core.kernels import (
     MASS_EPS,
-    DeltaConfig,
-    DeltaStats,
     assign,
+    batch_stats,
     centroid_geometry,
     centroids,
     check_finite,
     check_inputs,
-    batch_stats,
     coefficient_map,
     margin_moments,
     margins,
@@ -49,9 +47,10 @@ from delta_rlvr.core.coefficients import (
     std_from_moments,
     token_sides,
 )
+from delta_rlvr.core.precision import in_full_precision
 
 Reduce = Callable[[Tensor], Tensor]
-MicroBatch = tuple[Tensor, Tensor, Tensor]  # (grad_proxy (b, T, H), advantages (b,), mask (b, T))
+MicroBatch = tuple[Tensor, Tensor, Tensor]  # (vectors (b, T, H), advantages (b,), mask (b, T))
 
 
 @dataclass(frozen=True)
@@ -84,17 +83,19 @@ class DeltaStream:
         config: DeltaConfig = DeltaConfig(),
         *,
         reduce: Reduce | None = None,
-        temperature: Tensor | None = None,
+        gamma: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
-        if temperature is not None and not config.freeze_temperature:
+        """`gamma`: (2,) fixed assignment temperatures (gamma+, gamma-), not the sampling
+        temperature; only with `config.freeze_temperature` (see `delta_coefficients`)."""
+        if gamma is not None and not config.freeze_temperature:
             raise ValueError(
-                "DeltaStream: a fixed temperature was passed but config.freeze_temperature is "
-                "False; set freeze_temperature=True or pass temperature=None"
+                "DeltaStream: a fixed gamma (assignment temperature) was passed but "
+                "config.freeze_temperature is False; set freeze_temperature=True or pass gamma=None"
             )
         self.config = config
         self._reduce = reduce
-        self._fixed_gamma = temperature
+        self._fixed_gamma = gamma
         self._generator = generator
         # gamma^(0) from sum v v^T (no pass of its own) only where the margin is affine in v
         self._second_moments = config.contrast == "two_sided" and not config.random_coefficients
@@ -104,7 +105,7 @@ class DeltaStream:
         self._h: int | None = None
         self._device: torch.device | None = None
         k1 = config.refine_steps + 1
-        self._temps = torch.full((k1, 2), float("nan"), dtype=torch.float64)
+        self._gammas = torch.full((k1, 2), float("nan"), dtype=torch.float64)
         self._stds = torch.full((k1, 2), float("nan"), dtype=torch.float64)
         self._norms = torch.full((k1, 2), float("nan"), dtype=torch.float32)
         self._coss = torch.full((k1,), float("nan"), dtype=torch.float32)
@@ -153,44 +154,44 @@ class DeltaStream:
     # ----------------------------------------------------------------------------------------
 
     @in_full_precision
-    def update(self, grad_proxy: Tensor, advantages: Tensor, mask: Tensor) -> None:
+    def update(self, vectors: Tensor, advantages: Tensor, mask: Tensor) -> None:
         """Feed one micro-batch of the current pass: a padded (b, T, H) proxy, one advantage per
         response, the (b, T) validity mask."""
         self._check_open("update")
-        check_inputs(grad_proxy, advantages, mask)
-        b, t, h = grad_proxy.shape
-        v = grad_proxy.reshape(b * t, h)
+        check_inputs(vectors, advantages, mask)
+        b, t, h = vectors.shape
+        v = vectors.reshape(b * t, h)
         side = token_sides(advantages, mask).reshape(-1)
         weight = advantages.abs().float().unsqueeze(-1).expand(b, t).reshape(-1)
         self._feed(v, side, weight, mask.reshape(-1), (b, t), zero_advantage_tokens=0)
 
     @in_full_precision
-    def update_tokens(self, grad_proxy: Tensor, advantages: Tensor, *, zero_advantage_tokens: int = 0) -> None:
+    def update_tokens(self, vectors: Tensor, advantages: Tensor, *, zero_advantage_tokens: int = 0) -> None:
         """Feed one chunk of the current pass in packed form: no padding, one row per token.
 
         Args:
-            grad_proxy: (n, H) proxy of n valid tokens (any float dtype; used in float32).
+            vectors: (n, H) proxy of n valid tokens (any float dtype; used in float32).
             advantages: (n,) the advantage of each token's response. Rows with A = 0 are on
                 neither side, as in `update`.
             zero_advantage_tokens: further valid tokens with A = 0 that are not in
-                ``grad_proxy`` (their vectors are never read): they count in N and, at
+                ``vectors`` (their vectors are never read): they count in N and, at
                 lambda_min, in Z, exactly as if they had been fed. Their coefficient is
                 `StreamedDeltaCoefficients.zero_advantage_coef`.
 
         The coefficients of the fed rows come back as one (n,) tensor per chunk.
         """
         self._check_open("update_tokens")
-        if grad_proxy.dim() != 2 or tuple(advantages.shape) != (grad_proxy.shape[0],):
+        if vectors.dim() != 2 or tuple(advantages.shape) != (vectors.shape[0],):
             raise ValueError(
-                f"DeltaStream.update_tokens: expected grad_proxy (n, H) and advantages (n,), got "
-                f"{tuple(grad_proxy.shape)} and {tuple(advantages.shape)}"
+                f"DeltaStream.update_tokens: expected vectors (n, H) and advantages (n,), got "
+                f"{tuple(vectors.shape)} and {tuple(advantages.shape)}"
             )
         if isinstance(zero_advantage_tokens, bool) or int(zero_advantage_tokens) != zero_advantage_tokens or zero_advantage_tokens < 0:
             raise ValueError(f"DeltaStream.update_tokens: zero_advantage_tokens must be an integer >= 0, got {zero_advantage_tokens!r}")
-        n = grad_proxy.shape[0]
-        valid = torch.ones(n, dtype=torch.bool, device=grad_proxy.device)
+        n = vectors.shape[0]
+        valid = torch.ones(n, dtype=torch.bool, device=vectors.device)
         side = torch.sign(advantages).to(torch.int8)
-        self._feed(grad_proxy, side, advantages.abs().float(), valid, (n,), zero_advantage_tokens=int(zero_advantage_tokens))
+        self._feed(vectors, side, advantages.abs().float(), valid, (n,), zero_advantage_tokens=int(zero_advantage_tokens))
 
     def _check_open(self, where: str) -> None:
         if self.done:
@@ -347,7 +348,7 @@ class DeltaStream:
             self._gamma = measured
 
     def _record(self, k: int) -> None:
-        self._temps[k] = self._gamma.cpu()
+        self._gammas[k] = self._gamma.cpu()
         norms, cos = centroid_geometry(self._mu)
         self._norms[k], self._coss[k] = norms.cpu(), cos.cpu()
 
@@ -382,7 +383,7 @@ class DeltaStream:
             valid_tokens=self._valid_tokens.long(),
             centroid_norm=self._norms.to(device),
             centroid_cosine=self._coss.to(device),
-            temperature=self._temps.float().to(device),
+            gamma=self._gammas.float().to(device),
             margin_std=self._stds.float().to(device),
             normaliser=normaliser.float(),
         )
@@ -403,11 +404,11 @@ def delta_coefficients_streamed(
     config: DeltaConfig = DeltaConfig(),
     *,
     reduce: Reduce | None = None,
-    temperature: Tensor | None = None,
+    gamma: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> StreamedDeltaCoefficients:
     """Streaming form of `delta_coefficients`: `micro_batches()` is called once per pass
     (`DeltaStream(config).num_passes` times) and must yield the same micro-batches in the
     same order each time."""
-    stream = DeltaStream(config, reduce=reduce, temperature=temperature, generator=generator)
+    stream = DeltaStream(config, reduce=reduce, gamma=gamma, generator=generator)
     return stream.run(micro_batches)

@@ -4,7 +4,7 @@ One rollout batch, built as a training step builds it (sample G responses per pr
 them with the task's verifier, group advantages with the run's estimator, one old-policy pass
 with hidden states), then DelTA coefficients (the run's DeltaConfig) under every proxy -
 row, topk_hidden, lm_head and the reference full_sketch (a count-sketch of each token's
-full-parameter gradient) - always through `models.proxies.token_vectors`, the dispatcher the
+full-parameter gradient) - always through `models.token_vectors.token_vectors`, the dispatcher the
 trainer uses, so the audit measures exactly what training computes.
 
 Reported per side (tokens of responses with A > 0, and with A < 0), for each cheap proxy
@@ -297,7 +297,7 @@ def build_batch(cfg: AuditConfig, train: TrainConfig, model, tokenizer, device: 
 @torch.no_grad()
 def proxy_vectors(ab: AuditBatch, proxy, sketch=None):
     """The trainer's token vectors under `proxy`, micro-batch by micro-batch, joined."""
-    from delta_rlvr.models.proxies import concat_vectors, token_vectors
+    from delta_rlvr.models.token_vectors import concat_vectors, token_vectors
 
     b = ab.samples
     parts = [token_vectors(proxy, ab.model, b.prompt_ids[s], b.prompt_mask[s], b.completion_ids[s], b.completion_mask[s],
@@ -413,7 +413,7 @@ def measure_proxy(ab: AuditBatch, cfg: AuditConfig, name: str, sketch_seed: int,
     the dense vectors of `keep_rows` or None). A sketch's hash table is built before the timing,
     as training builds it once."""
     from delta_rlvr.core.proxies import ProxyConfig
-    from delta_rlvr.models.proxies import make_sketch
+    from delta_rlvr.models.token_vectors import make_sketch
 
     proxy = ProxyConfig(name=name, topk=cfg.topk, sketch_dim=cfg.sketch_dim, sketch_seed=sketch_seed)
     device = ab.mask.device

@@ -6,6 +6,8 @@
 - ``sampling``: G completions per prompt with the KV cache -> ``SampleBatch``.
 - ``logprobs``: old-policy pass / training forward -> ``TokenLogProbs`` (chunked LM head).
 - ``sketch``: count-sketched full-parameter token gradients (the ``full_sketch`` reference proxy).
+- ``token_vectors``: the proxy dispatcher ``token_vectors`` (DelTA's token vectors under the
+  configured proxy, from the model; the proxies' math is ``delta_rlvr.core.proxies``).
 
 See docs/models.md.
 """

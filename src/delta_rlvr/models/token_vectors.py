@@ -1,7 +1,8 @@
 """The token vectors DelTA compares, for the configured gradient proxy (one dispatcher).
 
 The trainer, the adapters' reference path and `delta-rlvr audit-proxy` all call
-`token_vectors`, so what the audit measures is exactly what training uses.
+`token_vectors`, so what the audit measures is exactly what training uses. This module runs the
+model (and its LM head) for each proxy; the proxies' math is `delta_rlvr.core.proxies`.
 
 | proxy        | vector per token                          | needs                          | returns            |
 |--------------|-------------------------------------------|--------------------------------|--------------------|

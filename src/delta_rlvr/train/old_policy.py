@@ -18,7 +18,7 @@ from torch import Tensor
 from delta_rlvr.core import DeltaStats, DeltaStream, delta_coefficients
 from delta_rlvr.core.frozen import FrozenGamma
 from delta_rlvr.models import SampleBatch
-from delta_rlvr.models.proxies import STREAMABLE, concat_vectors, make_sketch, token_vectors
+from delta_rlvr.models.token_vectors import STREAMABLE, concat_vectors, make_sketch, token_vectors
 from delta_rlvr.train.config import AlgorithmConfig, ConfigError
 from delta_rlvr.train.rollout import PolicyRunner, StageTimer
 
@@ -100,7 +100,7 @@ def old_policy_pass(
     streamed = need and cache_mode(algo, batch, runner.model.config.hidden_size) == "streamed"
     cfg = algo.coefficients
     generator = torch.Generator().manual_seed(seed)
-    stream = DeltaStream(cfg, temperature=gamma.current(), generator=generator) if streamed else None
+    stream = DeltaStream(cfg, gamma=gamma.current(), generator=generator) if streamed else None
     slices = runner.slices(mask.shape[0])
     logps, entropies, vectors = [], [], []
     with timer("old_policy"):
@@ -125,8 +125,8 @@ def old_policy_pass(
                                          for s in slices))
             coef, stats = torch.cat(result.coef), result.stats
         else:
-            result = delta_coefficients(concat_vectors(vectors), adv, mask, cfg, temperature=gamma.current(),
+            result = delta_coefficients(concat_vectors(vectors), adv, mask, cfg, gamma=gamma.current(),
                                         generator=generator)
             coef, stats = result.coef, result.stats
-    gamma.observe(stats.temperature[0])
+    gamma.observe(stats.gamma[0])
     return OldPolicy(logp, entropy, coef, stats, streamed)

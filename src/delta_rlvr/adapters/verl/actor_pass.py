@@ -46,8 +46,9 @@ from delta_rlvr.core.precision import full_precision
 ADVANTAGE_KEY = "delta_advantages"
 #: non-tensor key carrying DeltaSettings.as_dict() to the workers
 SETTINGS_KEY = "delta_settings"
-#: non-tensor key carrying the frozen (gamma+, gamma-) with delta.freeze_temperature
-TEMPERATURE_KEY = "delta_temperature"
+#: non-tensor key carrying the frozen (gamma+, gamma-), DelTA's assignment temperature, with
+#: delta.freeze_temperature: {"pos": float, "neg": float}
+GAMMA_KEY = "delta_gamma"
 #: per-position model output this module adds (popped before the worker returns)
 INDEX_KEY = "delta_index"
 COEF_KEY = "delta_coef"
@@ -222,7 +223,7 @@ def delta_passes(
     *,
     options: PassOptions = PassOptions(),
     reduce: Callable[[Tensor], Tensor] | None = None,
-    temperature: Tensor | None = None,
+    gamma: Tensor | None = None,
 ) -> PassResult:
     """Run the old-log-prob pass with DelTA's capture in it, then the estimator's passes.
 
@@ -234,9 +235,10 @@ def delta_passes(
         reduce: None = per-rank statistics; a sum all-reduce over the data-parallel group = global.
             Every rank must take the same path (cache or stream), so with a reduce the
             decision to stream is itself all-reduced.
-        temperature: (2,) frozen gamma with ``config.freeze_temperature`` (None: measure it).
+        gamma: (2,) frozen assignment temperature with ``config.freeze_temperature`` (None:
+            measure it).
     """
-    stream = DeltaStream(config, reduce=reduce, temperature=temperature)
+    stream = DeltaStream(config, reduce=reduce, gamma=gamma)
     cache = PackedProxyCache(options.cache_mib, offload=options.offload)
     feeder = ProxyFeeder(stream, cache)
     forwards = 0

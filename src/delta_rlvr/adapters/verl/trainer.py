@@ -17,9 +17,11 @@ are not positively homogeneous in the advantage (``clip_cov``, ``kl_cov``, ``geo
 (``rollout_correction.rollout_rs``), which drops tokens from the loss after the coefficients
 were normalised over them.
 
-The frozen gamma of ``delta.freeze_temperature`` (measured on the first batch, averaged over
-data-parallel ranks) is kept here, sent with every old-log-prob call, and saved in each
-checkpoint folder as ``delta_state.json``, so a resumed run keeps the first run's gamma.
+The frozen gamma (DelTA's assignment temperature) of ``delta.freeze_temperature`` (measured on
+the first batch, averaged over data-parallel ranks) is kept here in a `FrozenGamma`, as in the
+trainer, sent with every old-log-prob call, and saved in each checkpoint folder as
+``delta_state.json`` (key ``frozen_gamma``; older files' ``frozen_temperature`` still loads), so
+a resumed run keeps the first run's gamma.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ from verl.trainer.ppo.reward import extract_reward
 from verl.utils import tensordict_utils as tu
 from verl.workers.utils.padding import no_padding_2_padding
 
-from delta_rlvr.adapters.verl.actor_pass import ADVANTAGE_KEY, COEF_KEY, SETTINGS_KEY, TEMPERATURE_KEY
+from delta_rlvr.adapters.verl.actor_pass import ADVANTAGE_KEY, COEF_KEY, GAMMA_KEY, SETTINGS_KEY
 from delta_rlvr.adapters.verl.settings import DeltaSettings, delta_settings
-from delta_rlvr.adapters.verl.worker import INITIAL_TEMPERATURE_KEY, METRICS_KEY
+from delta_rlvr.adapters.verl.worker import INITIAL_GAMMA_KEY, METRICS_KEY
+from delta_rlvr.core.frozen import FrozenGamma
 
 #: estimators whose advantage needs values or old log-probs, both computed after the pass.
 NEEDS_LATER_INPUTS = ("gae", "optimal_token_baseline", "tir_optimal_token_baseline")
@@ -53,6 +56,9 @@ HOMOGENEOUS_LOSSES = ("vanilla", "gspo", "sapo", "gpg", "cispo", "dppo_tv", "dpp
 
 #: file in each checkpoint folder (global_step_N/) holding the adapter's state
 STATE_FILE = "delta_state.json"
+#: the key of the frozen gamma in `STATE_FILE`, and the key older checkpoints used for it
+GAMMA_STATE_KEY = "frozen_gamma"
+OLD_GAMMA_STATE_KEY = "frozen_temperature"
 
 
 def check_trainer_supported(config: Any) -> None:
@@ -150,7 +156,7 @@ class DeltaRayPPOTrainer(RayPPOTrainer):
         super().__init__(*args, **kwargs)
         self.delta: DeltaSettings = delta_settings(self.config)
         self._delta_metrics: dict[str, float] = {}
-        self._delta_gamma: list[float] | None = None  # frozen (gamma+, gamma-), freeze_temperature only
+        self._delta_gamma = FrozenGamma(self.delta.config.freeze_temperature)  # frozen (gamma+, gamma-)
         if self.delta.enable:
             check_trainer_supported(self.config)
             print(self.delta.describe(), flush=True)  # the driver log's proof that DelTA runs
@@ -160,8 +166,9 @@ class DeltaRayPPOTrainer(RayPPOTrainer):
             return super()._compute_old_log_prob(batch)
         batch.batch[ADVANTAGE_KEY] = outcome_advantages(batch, self.config)
         batch.meta_info[SETTINGS_KEY] = self.delta.as_dict()
-        if self._delta_gamma is not None:
-            batch.meta_info[TEMPERATURE_KEY] = {"pos": self._delta_gamma[0], "neg": self._delta_gamma[1]}
+        gamma = self._delta_gamma.current()
+        if gamma is not None:
+            batch.meta_info[GAMMA_KEY] = {"pos": float(gamma[0]), "neg": float(gamma[1])}
         worker_group = self.actor_rollout_wg
         captured: dict[str, Any] = {}
         # verl binds worker-group methods per instance (WorkerGroup._bind_worker_method, setattr):
@@ -178,7 +185,7 @@ class DeltaRayPPOTrainer(RayPPOTrainer):
         finally:
             worker_group.compute_log_prob = upstream
             batch.meta_info.pop(SETTINGS_KEY, None)
-            batch.meta_info.pop(TEMPERATURE_KEY, None)
+            batch.meta_info.pop(GAMMA_KEY, None)
         out = captured["out"]
         if COEF_KEY not in out.keys():
             raise RuntimeError(
@@ -189,9 +196,9 @@ class DeltaRayPPOTrainer(RayPPOTrainer):
         old_log_prob.batch[COEF_KEY] = coef.float() * batch.batch["response_mask"].float()
         # Already averaged over data-parallel ranks by the workers (verl keeps rank 0's value).
         self._delta_metrics = dict(tu.get(out, METRICS_KEY) or {})
-        if self.delta.config.freeze_temperature and self._delta_gamma is None:
-            initial = tu.get(out, INITIAL_TEMPERATURE_KEY)
-            self._delta_gamma = [float(initial["pos"]), float(initial["neg"])]
+        if gamma is None and self._delta_gamma.enabled:  # the first batch of a frozen run: keep its gamma^(0)
+            initial = tu.get(out, INITIAL_GAMMA_KEY)
+            self._delta_gamma.observe(torch.tensor([float(initial["pos"]), float(initial["neg"])], dtype=torch.float64))
         return old_log_prob, mfu
 
     def _update_actor(self, batch: DataProto) -> DataProto:
@@ -209,15 +216,16 @@ class DeltaRayPPOTrainer(RayPPOTrainer):
         result = super()._save_checkpoint()
         if self.delta.enable:
             folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
-            save_state(folder, {"frozen_temperature": self._delta_gamma})
+            save_state(folder, {GAMMA_STATE_KEY: self._delta_gamma.state()})
         return result
 
     def _load_checkpoint(self):
         result = super()._load_checkpoint()
         if self.delta.enable and self.global_steps > 0:
             state = load_state(self._resumed_folder())
-            if state.get("frozen_temperature") is not None:
-                self._delta_gamma = [float(x) for x in state["frozen_temperature"]]
+            value = state.get(GAMMA_STATE_KEY, state.get(OLD_GAMMA_STATE_KEY))  # older checkpoints: the latter
+            if value is not None:
+                self._delta_gamma.load(value)
         return result
 
     def _resumed_folder(self) -> str:

@@ -18,17 +18,18 @@ from verl.workers.engine_workers import ActorRolloutRefWorker
 from delta_rlvr.adapters.common import mean_over_ranks
 from delta_rlvr.adapters.verl.actor_pass import (
     COEF_KEY,
+    GAMMA_KEY,
     SETTINGS_KEY,
-    TEMPERATURE_KEY,
     PassOptions,
     check_engine_supported,
     delta_passes,
 )
 from delta_rlvr.adapters.verl.settings import DeltaSettings
 
-#: non-tensor output keys: the statistics (averaged over data-parallel ranks) and gamma^(0)
+#: non-tensor output keys: the statistics (averaged over data-parallel ranks) and gamma^(0),
+#: the batch's measured assignment temperature ({"pos": float, "neg": float})
 METRICS_KEY = "delta_metrics"
-INITIAL_TEMPERATURE_KEY = "delta_initial_temperature"
+INITIAL_GAMMA_KEY = "delta_initial_gamma"
 
 
 def _group_reduce(group, device):
@@ -64,8 +65,8 @@ def delta_compute_log_prob(worker: ActorRolloutRefWorker, data: TensorDict, raw:
     else:  # one process
         def dp_reduce(t: torch.Tensor) -> torch.Tensor:
             return t.clone()
-    frozen = tu.get_non_tensor_data(data=data, key=TEMPERATURE_KEY, default=None)
-    temperature = None if frozen is None else torch.tensor([frozen["pos"], frozen["neg"]], dtype=torch.float64)
+    frozen = tu.get_non_tensor_data(data=data, key=GAMMA_KEY, default=None)
+    gamma = None if frozen is None else torch.tensor([frozen["pos"], frozen["neg"]], dtype=torch.float64)
     def infer() -> TensorDict | None:
         # verl's own old-log-prob pass (the first call); after a spill, the re-forwards go
         # through the same method, so they see exactly what it sees (router replay included).
@@ -75,12 +76,12 @@ def delta_compute_log_prob(worker: ActorRolloutRefWorker, data: TensorDict, raw:
         engine, infer, settings.config,
         options=PassOptions(cache_mib=settings.cache_mib, offload=settings.offload_cache),
         reduce=dp_reduce if settings.pooling == "global" else None,
-        temperature=temperature,
+        gamma=gamma,
     )
     metrics = result.stats.as_metrics("delta/")
     metrics["delta/forwards"] = float(result.forwards)
     metrics["delta/cache_mib"] = result.cache_peak_bytes / 2**20
-    gamma0 = result.stats.temperature[0].double().tolist()
+    gamma0 = result.stats.gamma[0].double().tolist()
     metrics["_gamma0_pos"], metrics["_gamma0_neg"] = gamma0
     metrics = mean_over_ranks(metrics, dp_reduce)  # every rank's statistics, not rank 0's alone
     initial = {"pos": metrics.pop("_gamma0_pos"), "neg": metrics.pop("_gamma0_neg")}  # a dict: lists become stacks
@@ -88,7 +89,7 @@ def delta_compute_log_prob(worker: ActorRolloutRefWorker, data: TensorDict, raw:
     if output is None:
         return None
     output[COEF_KEY] = result.coef
-    tu.assign_non_tensor(output, **{METRICS_KEY: metrics, INITIAL_TEMPERATURE_KEY: initial})
+    tu.assign_non_tensor(output, **{METRICS_KEY: metrics, INITIAL_GAMMA_KEY: initial})
     return output
 
 
