@@ -34,7 +34,7 @@ def train_config(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from delta_rlvr.train import Trainer
-    from delta_rlvr.train.report import is_avg_at_k, plot_curves, token_page
+    from delta_rlvr.analysis.plots import is_avg_at_k, plot_run_curves, token_page
     from delta_rlvr.train.run_folder import prepare_folder, record_changes, run_lock
 
     config, changes = train_config(args)
@@ -45,7 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         record_changes(folder, trainer.step, changes)
         history = trainer.train()
         out = trainer.out
-        plot_curves(out)
+        plot_run_curves(out)
         if trainer.last_view is not None:
             token_page(out, trainer.last_view, trainer.tokenizer, step=trainer.step)
     evals = [h for h in history if any(is_avg_at_k(k) for k in h)]
@@ -79,7 +79,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from delta_rlvr.evaluation.benchmarks import DataOptions
     from delta_rlvr.evaluation.report import to_markdown
     from delta_rlvr.evaluation.runner import default_max_new_tokens
-    from delta_rlvr.train import ConfigError
+    from delta_rlvr.errors import ConfigError
 
     try:
         source = resolve_model(args.model)
@@ -102,8 +102,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from delta_rlvr.evaluation import SamplingSettings
-    from delta_rlvr.evaluation.compare import CompareConfig, parse_method, run_compare
-    from delta_rlvr.train import ConfigError, load_config
+    from delta_rlvr.analysis.compare import CompareConfig, parse_method, run_compare
+    from delta_rlvr.errors import ConfigError
+    from delta_rlvr.train import load_config
 
     try:
         base = load_config(args.config, list(args.set or []))
@@ -123,8 +124,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from delta_rlvr.evaluation.inspect import InspectConfig, run_inspect
-    from delta_rlvr.train import ConfigError
+    from delta_rlvr.analysis.inspect import InspectConfig, run_inspect
+    from delta_rlvr.errors import ConfigError
 
     prompts = args.prompt or []
     golds = args.gold or []
@@ -146,8 +147,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_proxy(args: argparse.Namespace) -> int:
-    from delta_rlvr.evaluation.audit import AuditConfig, run_audit, to_markdown
-    from delta_rlvr.train import ConfigError
+    from delta_rlvr.analysis.audit import AuditConfig, run_audit, to_markdown
+    from delta_rlvr.errors import ConfigError
 
     try:
         cfg = AuditConfig(model=args.model, config=args.config, overrides=tuple(args.set or []), prompts=args.prompts,
@@ -280,9 +281,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     print(f"delta-rlvr {args.command}: starting (importing torch and transformers) ...", file=sys.stderr, flush=True)
-    from delta_rlvr.data.records import DataError
-    from delta_rlvr.train import ConfigError
-    from delta_rlvr.train.checkpoint import CheckpointError
+    from delta_rlvr.errors import DataError
+    from delta_rlvr.errors import ConfigError
+    from delta_rlvr.errors import CheckpointError
 
     try:
         return args.func(args)

@@ -21,7 +21,8 @@ from delta_rlvr.data.arithmetic import (
 from delta_rlvr.data.code import CODE_PRESETS, CodeFields, load_code_file, load_humaneval
 from delta_rlvr.data.gym import ReasoningGymTask
 from delta_rlvr.data.loaders import FieldMap, field_map, load_file, load_hub, load_jsonl, load_parquet
-from delta_rlvr.data.records import DataError, LoadSummary, PromptRecord
+from delta_rlvr.data.records import LoadSummary, PromptRecord
+from delta_rlvr.errors import DataError
 from delta_rlvr.data.specs import BUILTIN_DATASETS, SUITES, DatasetSpec, get_dataset_spec, load_dataset_spec
 from delta_rlvr.data.templates import TEMPLATES, TemplateOptions, render_prompt
 

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from delta_rlvr.data.loaders import _MISSING, _jsonl_rows, field_value
-from delta_rlvr.data.records import DataError, LoadSummary, PromptRecord, SkippedRow
+from delta_rlvr.data.records import LoadSummary, PromptRecord, SkippedRow
+from delta_rlvr.errors import DataError
 from delta_rlvr.verifiers.code_reward import CodeSpec, parse_code_spec
 
 TestsFormat = Literal["humaneval", "asserts", "stdio", "apps", "spec"]

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from delta_rlvr.data.records import DataError, LoadSummary, PromptRecord, SkippedRow
+from delta_rlvr.data.records import LoadSummary, PromptRecord, SkippedRow
+from delta_rlvr.errors import DataError
 from delta_rlvr.verifiers.extract import extract_boxed_answers, extract_hashes, extract_raw
 
 GoldFormat = Literal["raw", "plain", "hashes", "boxed", "list", "choice"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+
 _ROLES = ("system", "user", "assistant")
 
 
@@ -54,16 +55,6 @@ class PromptRecord:
         if self.messages is not None:
             return [{"role": role, "content": text} for role, text in self.messages]
         return [{"role": "user", "content": self.question or ""}]
-
-
-class DataError(ValueError):
-    """Bad input data; names the file, the line (1-based; 0 for the whole file) and the field."""
-
-    def __init__(self, path: str, line: int, field_name: str | None, message: str) -> None:
-        self.path, self.line, self.field = path, line, field_name
-        where = f"{path}:{line}" if line else path
-        about = f" field {field_name!r}" if field_name else ""
-        super().__init__(f"{where}{about}: {message}")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ class SamplingSettings:
     max_new_tokens: int = 1024
 
     def __post_init__(self) -> None:
-        from delta_rlvr.train.config import ConfigError
+        from delta_rlvr.errors import ConfigError
 
         if self.k < 1:
             raise ConfigError(f"k = {self.k} is invalid: sample at least 1 response per problem (the paper: 16)")
@@ -95,7 +95,7 @@ def vllm_available() -> bool:
 
 def pick_backend(name: str) -> str:
     """"auto" -> "vllm" when vllm is importable and CUDA is present, else "hf"."""
-    from delta_rlvr.train.config import ConfigError
+    from delta_rlvr.errors import ConfigError
 
     if name == "auto":
         return "vllm" if vllm_available() else "hf"

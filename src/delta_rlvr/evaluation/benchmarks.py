@@ -43,7 +43,12 @@ from delta_rlvr.data import (
     load_file,
     score_arithmetic,
 )
-from delta_rlvr.train.config import ConfigError, TaskConfig, build
+from delta_rlvr.errors import ConfigError
+from delta_rlvr.train.config import TaskConfig, build
+from delta_rlvr.data import CODE_PRESETS, CodeFields, load_code_file, load_humaneval
+from delta_rlvr.train.config import parse_override
+from delta_rlvr.train.tasks import ArithmeticTask
+from delta_rlvr.verifiers import SandboxUnavailable, build_program, code_runner, parse_code_spec, score_code, score_math
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,6 @@ def math_scorer(answer_format: str) -> Scorer:
     """score_math (math-verify in the verifier pool) with `answer_format`'s extractor."""
 
     def score(responses: list[str], records: list[PromptRecord]) -> list[Verdict]:
-        from delta_rlvr.verifiers import score_math
 
         results = score_math(responses, [r.golds for r in records], answer_format=answer_format)
         return [Verdict(r.score == 1.0, r.reason, r.extracted) for r in results]
@@ -148,7 +152,6 @@ def code_scorer(
     EXTRACTED_CHARS. The gold of each record is its CodeSpec JSON."""
 
     def score(responses: list[str], records: list[PromptRecord]) -> list[Verdict]:
-        from delta_rlvr.verifiers import SandboxUnavailable, build_program, parse_code_spec, score_code
 
         specs = [parse_code_spec(r.gold) for r in records]
         try:
@@ -176,7 +179,6 @@ def require_sandbox(what: str, isolation: str = "bwrap") -> None:
     """ConfigError (no traceback) when `what` needs the code sandbox and this machine has none."""
     if isolation == "none":
         return
-    from delta_rlvr.verifiers import code_runner
 
     plan = code_runner.sandbox_plan()
     if isinstance(plan, str):
@@ -206,8 +208,6 @@ def task_benchmark(task, task_cfg: TaskConfig) -> Benchmark:
 
 
 def _arithmetic(options: str) -> Benchmark:
-    from delta_rlvr.train.config import parse_override
-    from delta_rlvr.train.tasks import ArithmeticTask
 
     fields = {"kind": "arithmetic"}
     for item in filter(None, options.split(",")):
@@ -365,7 +365,6 @@ def parse_code_options(options: str, spec: str | None = None) -> dict[str, str]:
 
 
 def _code_fields(opts: dict[str, str]):
-    from delta_rlvr.data import CODE_PRESETS, CodeFields
 
     fields = CODE_PRESETS[opts["preset"]] if "preset" in opts else CodeFields()
     changes: dict = {key: opts[key] for key in ("tests", "tests_format", "prompt", "messages", "entry_point", "setup", "id")
@@ -397,7 +396,6 @@ def _code_benchmark(name: str, load, what: str, completion: bool, opts: dict[str
 
 
 def _humaneval(options: DataOptions, path: str | None = None) -> Benchmark:
-    from delta_rlvr.data import CODE_PRESETS, load_code_file, load_humaneval
 
     if path is None:
         return _code_benchmark("humaneval", lambda: load_humaneval(skip_bad_rows=options.skip_bad_rows), "humaneval", True)
@@ -406,7 +404,6 @@ def _humaneval(options: DataOptions, path: str | None = None) -> Benchmark:
 
 
 def _code_file(spec: str, options: DataOptions) -> Benchmark:
-    from delta_rlvr.data import load_code_file
 
     opts = parse_code_options(spec.partition(":")[2], spec)
     name = benchmark_name(spec)

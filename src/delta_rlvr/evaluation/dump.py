@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from delta_rlvr.train.config import ConfigError
+from delta_rlvr.errors import ConfigError
 
 
 @dataclass(frozen=True)

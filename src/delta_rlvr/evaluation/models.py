@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from delta_rlvr.train.checkpoint import STEP_DIR, latest_checkpoint
-from delta_rlvr.train.config import ConfigError, ModelConfig, TrainConfig, load_config
+from delta_rlvr.errors import ConfigError
+from delta_rlvr.train.config import ModelConfig, TrainConfig, load_config
 from delta_rlvr.train.policy import EMBEDDED, embedded_model_dir, load_policy
 
 PRESETS = (*EMBEDDED, "smollm2-135m-instruct")

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from delta_rlvr.evaluation.dump import SampleRow
-from delta_rlvr.evaluation.estimators import (
+from delta_rlvr.stats.estimators import (
     avg_at_k,
     mean_pass_at_k,
     problem_standard_error,

@@ -19,7 +19,8 @@ from delta_rlvr.evaluation.benchmarks import Benchmark, DataOptions, expand_spec
 from delta_rlvr.evaluation.dump import SampleRow, append_rows, compact_dump
 from delta_rlvr.evaluation.models import ModelSource, resolve_model
 from delta_rlvr.evaluation.report import EvalReport, build_report, write_report
-from delta_rlvr.train.config import ConfigError
+from delta_rlvr.errors import ConfigError
+from delta_rlvr.train.tasks import PromptEncoder
 
 SETTINGS_FILE = "eval_settings.json"
 TEMPLATES = ("auto", "raw", "plain", "chat", "few_shot")
@@ -144,7 +145,6 @@ def evaluate(cfg: EvalConfig, benchmarks: list[Benchmark] | None = None, source:
         _check_settings(out, {"template": template})
         backend = pick_backend(cfg.backend)
         sampler = VLLMSampler(str(source.weights_dir()), cfg.seed) if backend == "vllm" else HFSampler(model, tokenizer, device)
-        from delta_rlvr.train.tasks import PromptEncoder
 
         bar = tqdm(total=remaining, desc="eval", unit="problem", disable=not cfg.progress, dynamic_ncols=True)
         for bench, positions in todo:

@@ -26,13 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from delta_rlvr.errors import CheckpointError
+
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 STATE_FILE = "trainer_state.pt"
 MANIFEST = "manifest.json"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be written or none could be read; the message says what is intact."""
 
 
 def _sha256(path: Path) -> str:

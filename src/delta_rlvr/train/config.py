@@ -18,7 +18,9 @@ from typing import Any, Literal
 import yaml
 
 from delta_rlvr.core import DeltaConfig, PolicyLossConfig
+from delta_rlvr.errors import ConfigError
 from delta_rlvr.core.proxies import ProxyConfig
+from delta_rlvr.train.methods import METHODS
 
 Method = Literal["delta", "dapo", "grpo", "dr_grpo", "forking_tokens", "token_select"]
 TaskKind = Literal["arithmetic", "reasoning_gym", "dataset", "code"]
@@ -26,10 +28,6 @@ TaskKind = Literal["arithmetic", "reasoning_gym", "dataset", "code"]
 
 #: the operators the built-in arithmetic task can write (data/arithmetic.py)
 ARITHMETIC_OPERATORS = "+-*"
-
-
-class ConfigError(ValueError):
-    """A bad configuration value; the message names the field and the fix."""
 
 
 def _check(ok: bool, path: str, value: Any, fix: str) -> None:
@@ -214,7 +212,6 @@ class AlgorithmConfig:
     @property
     def spec(self):
         """The method's row of the one method table (train/methods.py)."""
-        from delta_rlvr.train.methods import METHODS
 
         return METHODS[self.method]
 
@@ -323,7 +320,6 @@ class TrainConfig:
 
 
 def _coefficient_methods() -> list[str]:
-    from delta_rlvr.train.methods import METHODS
 
     return [name for name, spec in METHODS.items() if spec.needs_coefficients]
 

@@ -2,7 +2,7 @@
 
 One pass over the rollout batch, micro-batch by micro-batch, gives the old log-probs (at the
 rollout temperature) and entropies and, when the method needs coefficients, DelTA's token
-vectors under the configured proxy (models/proxies.py). The vectors are either kept (cached)
+vectors under the configured proxy (models/token_vectors.py). The vectors are either kept (cached)
 and handed to the one-shot estimator, or fed to the streaming estimator, whose remaining K + 1
 passes recompute hidden states micro-batch by micro-batch: the same coefficients either way.
 Cached is the default; a batch whose proxy would exceed `algorithm.hidden_cache_mib` streams.
@@ -19,7 +19,8 @@ from delta_rlvr.core import DeltaStats, DeltaStream, delta_coefficients
 from delta_rlvr.core.frozen import FrozenGamma
 from delta_rlvr.models import SampleBatch
 from delta_rlvr.models.token_vectors import STREAMABLE, concat_vectors, make_sketch, token_vectors
-from delta_rlvr.train.config import AlgorithmConfig, ConfigError
+from delta_rlvr.errors import ConfigError
+from delta_rlvr.train.config import AlgorithmConfig
 from delta_rlvr.train.rollout import PolicyRunner, StageTimer
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from delta_rlvr.train.config import ConfigError, ModelConfig
+from delta_rlvr.errors import ConfigError
+from delta_rlvr.train.config import ModelConfig
 
 EMBEDDED = {"embedded:arith-tiny": "arith-tiny", "embedded:arith-verbose": "arith-verbose"}
 

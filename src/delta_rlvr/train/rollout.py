@@ -19,6 +19,7 @@ from torch import Tensor
 from delta_rlvr.data import PromptRecord
 from delta_rlvr.models import SampleBatch, completion_logprobs, sample_completions
 from delta_rlvr.train.config import RolloutConfig
+from delta_rlvr.verifiers import soft_overlong_penalty
 
 Scorer = Callable[[list[str], list[PromptRecord]], list[float]]
 
@@ -108,7 +109,6 @@ def score_rollout(tokenizer, batch: SampleBatch, records: list[PromptRecord], sc
     correct = torch.tensor(score(texts, [records[g] for g in batch.group_index.tolist()]), dtype=torch.float32)
     rewards = correct.clone()
     if cfg.overlong_buffer:
-        from delta_rlvr.verifiers import soft_overlong_penalty
 
         rewards += torch.tensor(soft_overlong_penalty(
             batch.completion_lengths.tolist(), max_length=cfg.max_new_tokens,
@@ -209,3 +209,41 @@ def select_rows(batch: SampleBatch, rows: Tensor) -> SampleBatch:
         completion_ids=batch.completion_ids[rows], completion_mask=batch.completion_mask[rows],
         group_index=batch.group_index[rows], eos_token_ids=batch.eos_token_ids,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TokenView:
+    """One rollout batch as the token pages show it (tokens.html, `delta-rlvr inspect`), on CPU."""
+
+    completion_ids: Tensor
+    """(B, T) sampled token ids."""
+    mask: Tensor
+    """(B, T) bool, valid completion tokens."""
+    rewards: Tensor
+    """(B,) rewards."""
+    advantages: Tensor
+    """(B,) group advantages."""
+    coef: Tensor | None
+    """(B, T) DelTA coefficients; None for a method without them."""
+    prompts: tuple[str, ...]
+    """(B,) the prompt of each row."""
+
+    @classmethod
+    def of_step(cls, rollout, advantages: Tensor, coef: Tensor | None) -> TokenView:
+        """The view of a training step's rollout (train/rollout.py's Rollout) and its credit."""
+        batch = rollout.batch
+        return cls(batch.completion_ids.cpu(), batch.completion_mask.cpu(), rollout.rewards.cpu(), advantages.cpu(),
+                   None if coef is None else coef.cpu(), tuple(rollout.prompts))
+
+    @classmethod
+    def concat(cls, views: list[TokenView], pad_id: int) -> TokenView:
+        """Several views as one, right-padded to the widest."""
+        width = max(v.completion_ids.shape[1] for v in views)
+
+        def pad(x, value):
+            return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
+
+        coef = None if any(v.coef is None for v in views) else torch.cat([pad(v.coef, 0.0) for v in views])
+        return cls(torch.cat([pad(v.completion_ids, pad_id) for v in views]), torch.cat([pad(v.mask, False) for v in views]),
+                   torch.cat([v.rewards for v in views]), torch.cat([v.advantages for v in views]), coef,
+                   tuple(p for v in views for p in v.prompts))

@@ -22,7 +22,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from delta_rlvr.train.config import ConfigError, TrainConfig
+from delta_rlvr.errors import ConfigError
+from delta_rlvr.train.config import TrainConfig
 
 #: what a run writes into its folder (and --overwrite deletes)
 RUN_FILES = ("metrics.jsonl", "config.yaml", "config_history.jsonl", "curves.png", "tokens.html")

@@ -18,7 +18,11 @@ from delta_rlvr.data import (
     render_prompt,
     score_arithmetic,
 )
-from delta_rlvr.train.config import ConfigError, TaskConfig
+from delta_rlvr.errors import ConfigError
+from delta_rlvr.train.config import TaskConfig
+from delta_rlvr.data import BUILTIN_DATASETS, CODE_PRESETS, CodeFields, FieldMap, field_map, load_code_file, load_file, load_humaneval
+from delta_rlvr.data.loaders import load_hub
+from delta_rlvr.verifiers import sandbox_isolation, score_code, score_math
 
 
 class Task(Protocol):
@@ -109,9 +113,6 @@ def _load_task_file(cfg: TaskConfig, name: str, path: str, setting: str) -> list
     import sys
     from pathlib import Path
 
-    from delta_rlvr.data import BUILTIN_DATASETS, FieldMap, field_map, load_file
-    from delta_rlvr.data.loaders import load_hub
-
     if name in BUILTIN_DATASETS:
         spec = BUILTIN_DATASETS[name]
         fields = field_map(cfg.question_field, cfg.answer_field, cfg.gold_format, spec.fields)
@@ -137,7 +138,6 @@ def _load_task_file(cfg: TaskConfig, name: str, path: str, setting: str) -> list
 
 class MathDatasetTask(_ListTask):
     def __init__(self, cfg: TaskConfig) -> None:
-        from delta_rlvr.data import BUILTIN_DATASETS
 
         train = _load_task_file(cfg, cfg.dataset, cfg.dataset_path, "task.dataset")
         if cfg.eval_dataset or cfg.eval_path:
@@ -162,7 +162,6 @@ class MathDatasetTask(_ListTask):
         super().__init__(f"dataset-{name}", train, evals, cfg.seed)
 
     def score(self, completions: list[str], records: list[PromptRecord]) -> list[float]:
-        from delta_rlvr.verifiers import score_math
 
         results = score_math(completions, [r.golds for r in records], answer_format=self.answer_hint)
         return [r.score for r in results]
@@ -179,7 +178,6 @@ class CodeTask(_ListTask):
     answer_hint = "code"
 
     def __init__(self, cfg: TaskConfig) -> None:
-        from delta_rlvr.verifiers import sandbox_isolation
 
         code = cfg.code
         if code.isolation == "bwrap":
@@ -211,8 +209,6 @@ class CodeTask(_ListTask):
         import sys
         from dataclasses import replace
 
-        from delta_rlvr.data import CODE_PRESETS, CodeFields, load_code_file, load_humaneval
-
         code = cfg.code
         if name == "humaneval" and not any((code.preset, code.tests_field, code.tests_format)):
             records, summary = load_humaneval(skip_bad_rows=cfg.skip_bad_rows)
@@ -236,7 +232,6 @@ class CodeTask(_ListTask):
         return records
 
     def score(self, completions: list[str], records: list[PromptRecord]) -> list[float]:
-        from delta_rlvr.verifiers import score_code
 
         code = self.settings
         results = score_code(completions, [r.gold for r in records], partial_credit=code.partial_credit,

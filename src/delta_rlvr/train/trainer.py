@@ -10,7 +10,7 @@ estimator are. Design choices:
   one would, and checkpoints only need the model, optimizer and data position.
 - The old-policy pass runs once per rollout batch, micro-batch by micro-batch, and yields
   log-probs at the rollout temperature, entropies, and - when the method needs coefficients -
-  DelTA's token vectors under the configured proxy (models/proxies.py), cached, or fed to a
+  DelTA's token vectors under the configured proxy (models/token_vectors.py), cached, or fed to a
   streaming estimator whose remaining K + 1 passes recompute hidden states.
 - Coefficients are fixed for every mini-batch update of that rollout batch.
 - A non-finite loss or gradient norm skips the optimizer step (logged); checkpoints are only
@@ -38,14 +38,14 @@ from delta_rlvr.core import PolicyLossConfig, group_advantages, masked_mean, pol
 from delta_rlvr.core.frozen import FrozenGamma
 from delta_rlvr.core.losses import mini_batch_normaliser
 from delta_rlvr.models import SampleBatch, sample_completions
+from delta_rlvr.stats.estimators import avg_at_k, mean_pass_at_k, sampling_standard_error
 from delta_rlvr.train.checkpoint import latest_checkpoint, load_state, rng_state, save_checkpoint, set_rng_state
 from delta_rlvr.train.config import TrainConfig, save_config
 from delta_rlvr.train.methods import Credit, CreditInputs
 from delta_rlvr.train.metrics import MetricsWriter
 from delta_rlvr.train.old_policy import OldPolicy, ProxySketch, old_policy_pass
 from delta_rlvr.train.policy import load_policy
-from delta_rlvr.train.report import TokenView
-from delta_rlvr.train.rollout import PolicyRunner, Rollout, StageTimer, collect_rollout, decode_completions
+from delta_rlvr.train.rollout import PolicyRunner, Rollout, StageTimer, TokenView, collect_rollout, decode_completions
 from delta_rlvr.train.tasks import PromptEncoder, build_task
 
 
@@ -236,7 +236,6 @@ class Trainer:
             scores += self.task.score(texts, [chunk[g] for g in batch.group_index.tolist()])
             bar.update(len(chunk))
         bar.close()
-        from delta_rlvr.evaluation.estimators import avg_at_k, mean_pass_at_k, sampling_standard_error
 
         # a sample counts as correct with full marks (reasoning-gym scorers can give partial credit)
         correct = [[x >= 1.0 for x in scores[i * k:(i + 1) * k]] for i in range(len(records))]

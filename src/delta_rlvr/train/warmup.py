@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 
 from delta_rlvr.data import ArithmeticConfig, arithmetic_problem
+from delta_rlvr.data import score_arithmetic
+from delta_rlvr.models import sample_completions
 
 
 STYLES = ("compact", "verbose")
@@ -62,8 +64,6 @@ class WarmupConfig:
 
 
 def _sample_accuracy(model, tokenizer, problems, seed, max_new_tokens: int = 40) -> float:
-    from delta_rlvr.data import score_arithmetic
-    from delta_rlvr.models import sample_completions
 
     prompts = [tokenizer(p.question)["input_ids"] for p in problems]
     batch = sample_completions(model, prompts, num_samples=1, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed)

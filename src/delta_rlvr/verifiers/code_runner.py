@@ -40,11 +40,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from delta_rlvr.errors import SandboxUnavailable
 from delta_rlvr.verifiers import _value_codec
 from delta_rlvr.verifiers.sandbox import (
     SANDBOX_UID,
     SandboxPlan,
-    SandboxUnavailable,
     bwrap_command,
     create_run_cgroup,
     install_hint,

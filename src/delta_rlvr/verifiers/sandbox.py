@@ -45,10 +45,6 @@ SANDBOX_UID = 65534  # nobody / nogroup inside the sandbox (and on the host in r
 _CGROUP_PREFIX = "delta-sandbox-"
 
 
-class SandboxUnavailable(RuntimeError):
-    """The isolation asked for cannot be provided on this machine; the message says what to do."""
-
-
 # --------------------------------------------------------------------------- cgroups
 
 

@@ -6,12 +6,12 @@ import json
 import pytest
 from matplotlib import image
 
-from delta_rlvr.evaluation.plots import (
+from delta_rlvr.analysis.plots import (
     COEF_COLUMNS,
     _colors,
     moving_average,
     plot_coefficients,
-    plot_curves,
+    plot_comparison_curves,
     smoothing_window,
 )
 
@@ -58,7 +58,7 @@ def test_coefficient_panels_wrap_into_rows_of_four(tmp_path):
 
 
 def test_curves_of_many_methods_are_written_with_the_legend_beside_the_panels(tmp_path):
-    path = plot_curves(_runs(tmp_path, 14), tmp_path / "curves.png")
+    path = plot_comparison_curves(_runs(tmp_path, 14), tmp_path / "curves.png")
     height, width = image.imread(path).shape[:2]
     assert width > 4 * 4.2 * 110  # the four panels plus the legend column
     assert height <= 3.6 * 110 + 1

@@ -38,7 +38,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from delta_rlvr.train.config import ConfigError, TrainConfig
+from delta_rlvr.errors import ConfigError
+from delta_rlvr.train.config import TrainConfig
+from delta_rlvr.core import delta_coefficients, group_advantages
+from delta_rlvr.core.proxies import ProxyConfig
+from delta_rlvr.evaluation.models import resolve_model
+from delta_rlvr.models.sketch import full_gradient_sketch, pairwise_sums
+from delta_rlvr.models.token_vectors import concat_vectors, make_sketch, token_vectors
+from delta_rlvr.train.config import load_config
+from delta_rlvr.train.rollout import PolicyRunner, collect_rollout
+from delta_rlvr.train.tasks import PromptEncoder, build_task
 
 #: The proxies audited, the reference last.
 CHEAP = ("row", "topk_hidden", "lm_head")
@@ -258,7 +267,6 @@ class AuditBatch:
 
 def audit_train_config(cfg: AuditConfig, source) -> TrainConfig:
     """The run's own config (plus --set) for a checkpoint; else --config / --set over the default."""
-    from delta_rlvr.train.config import load_config
 
     if source.run_config is None:
         return load_config(cfg.config, list(cfg.overrides))
@@ -274,10 +282,6 @@ def build_batch(cfg: AuditConfig, train: TrainConfig, model, tokenizer, device: 
     stages (train/rollout.py) with the run's settings, the first training prompts, no dynamic
     sampling. The forwards are kept so that every proxy is compared on the same hidden states."""
     from dataclasses import replace
-
-    from delta_rlvr.core import group_advantages
-    from delta_rlvr.train.rollout import PolicyRunner, collect_rollout
-    from delta_rlvr.train.tasks import PromptEncoder, build_task
 
     ro = replace(train.rollout, prompts_per_step=cfg.prompts or train.rollout.prompts_per_step,
                  samples_per_prompt=cfg.samples or train.rollout.samples_per_prompt, dynamic_sampling=False)
@@ -297,7 +301,6 @@ def build_batch(cfg: AuditConfig, train: TrainConfig, model, tokenizer, device: 
 @torch.no_grad()
 def proxy_vectors(ab: AuditBatch, proxy, sketch=None):
     """The trainer's token vectors under `proxy`, micro-batch by micro-batch, joined."""
-    from delta_rlvr.models.token_vectors import concat_vectors, token_vectors
 
     b = ab.samples
     parts = [token_vectors(proxy, ab.model, b.prompt_ids[s], b.prompt_mask[s], b.completion_ids[s], b.completion_mask[s],
@@ -308,7 +311,6 @@ def proxy_vectors(ab: AuditBatch, proxy, sketch=None):
 
 def proxy_coefficients(ab: AuditBatch, proxy, sketch, seed: int, keep_rows: list[int] = ()) -> tuple[Tensor, Tensor | None]:
     """Coefficients (B, T) under `proxy`, and the dense vectors of `keep_rows` (or None)."""
-    from delta_rlvr.core import delta_coefficients
 
     v = proxy_vectors(ab, proxy, sketch)
     coef = delta_coefficients(v, ab.advantages, ab.mask, ab.delta, generator=torch.Generator().manual_seed(seed)).coef
@@ -323,7 +325,6 @@ def proxy_coefficients(ab: AuditBatch, proxy, sketch, seed: int, keep_rows: list
 @torch.no_grad()
 def sketch_error(ab: AuditBatch, sketch, chosen: list[tuple[int, int]], reference_rows: Tensor | None) -> dict:
     """Exact full gradients of the chosen tokens vs their sketches, over all pairs of them."""
-    from delta_rlvr.models.sketch import full_gradient_sketch, pairwise_sums
 
     rows = sorted({r for r, _ in chosen})
     where = {r: i for i, r in enumerate(rows)}
@@ -368,7 +369,6 @@ def sketch_error(ab: AuditBatch, sketch, chosen: list[tuple[int, int]], referenc
 
 def run_audit(cfg: AuditConfig) -> dict:
     """Build the batch, compute every proxy's coefficients, compare, write audit.{md,json,png}."""
-    from delta_rlvr.evaluation.models import resolve_model
 
     start = time.perf_counter()
     source = resolve_model(cfg.model)
@@ -412,8 +412,6 @@ def measure_proxy(ab: AuditBatch, cfg: AuditConfig, name: str, sketch_seed: int,
     """One proxy's coefficients, timed. Returns (side values, report entry, its sketch or None,
     the dense vectors of `keep_rows` or None). A sketch's hash table is built before the timing,
     as training builds it once."""
-    from delta_rlvr.core.proxies import ProxyConfig
-    from delta_rlvr.models.token_vectors import make_sketch
 
     proxy = ProxyConfig(name=name, topk=cfg.topk, sketch_dim=cfg.sketch_dim, sketch_seed=sketch_seed)
     device = ab.mask.device
@@ -438,7 +436,6 @@ def vector_dim(name: str, cfg: AuditConfig, model) -> int:
 
 
 def settings(cfg: AuditConfig, train: TrainConfig, source, device: torch.device) -> dict:
-    from delta_rlvr.train.tasks import build_task
 
     return {
         "model": cfg.model, "checkpoint_step": source.step, "task": build_task(train.task).name,

@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from delta_rlvr.evaluation.estimators import (
+from delta_rlvr.stats.estimators import (
     avg_at_k,
     mean_pass_at_k,
     pass_at_k,

@@ -94,7 +94,7 @@ def test_compare_refuses_a_run_folder_trained_with_another_config(tmp_path, caps
 
 
 def test_a_run_locked_by_another_process_is_deferred_not_trained_twice(tmp_path):
-    from delta_rlvr.evaluation.compare import run_lock
+    from delta_rlvr.analysis.compare import run_lock
 
     with run_lock(tmp_path / "dapo" / "seed-0") as held:
         assert held
@@ -105,7 +105,7 @@ def test_a_run_locked_by_another_process_is_deferred_not_trained_twice(tmp_path)
 
 
 def test_seed_order_trains_every_method_at_a_seed_before_the_next_seed():
-    from delta_rlvr.evaluation.compare import CompareConfig, parse_method, run_order
+    from delta_rlvr.analysis.compare import CompareConfig, parse_method, run_order
     from delta_rlvr.train.config import ConfigError
 
     methods = (parse_method("dapo"), parse_method("delta"))

@@ -3,7 +3,7 @@
 import pytest
 from scipy import stats
 
-from delta_rlvr.evaluation.mann_whitney import mann_whitney_greater, midranks
+from delta_rlvr.stats.mann_whitney import mann_whitney_greater, midranks
 
 
 def test_u_and_exact_p_of_a_hand_worked_example():

@@ -24,14 +24,19 @@ from pathlib import Path
 
 from delta_rlvr.evaluation.backends import SamplingSettings
 from delta_rlvr.evaluation.benchmarks import task_benchmark
-from delta_rlvr.evaluation.estimators import mean
-from delta_rlvr.evaluation.mann_whitney import MannWhitneyResult, mann_whitney_greater
+from delta_rlvr.stats.estimators import mean
+from delta_rlvr.stats.mann_whitney import MannWhitneyResult, mann_whitney_greater
 from delta_rlvr.evaluation.models import resolve_model
 from delta_rlvr.evaluation.report import EvalReport
 from delta_rlvr.evaluation.runner import EvalConfig, evaluate
 from delta_rlvr.train.checkpoint import STEP_DIR, latest_checkpoint
-from delta_rlvr.train.config import ConfigError, TrainConfig, load_config
+from delta_rlvr.errors import ConfigError
+from delta_rlvr.train.config import TrainConfig, load_config
 from delta_rlvr.train.run_folder import hold_lock as run_lock  # compare waits for a held run instead of refusing
+from delta_rlvr.analysis.plots import CURVES, dynamics, plot_coefficients, plot_comparison_curves
+from delta_rlvr.evaluation.report import read_report
+from delta_rlvr.train import Trainer
+from delta_rlvr.train.tasks import build_task
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,6 @@ def _check_same_config(folder: Path, config: TrainConfig) -> None:
 
 def train_run(config: TrainConfig) -> Path:
     """Train one run to its last step (skip when done, resume when interrupted); its final checkpoint."""
-    from delta_rlvr.train import Trainer
 
     folder = Path(config.run.output_dir)
     _check_same_config(folder, config)
@@ -208,7 +212,6 @@ def _train_and_evaluate(cfg: CompareConfig, method: MethodSpec, seed: int, build
 
 def _finished_results(cfg: CompareConfig) -> dict[tuple[str, int], EvalReport]:
     """Reports of the runs whose training reached max_steps and whose evaluation is complete."""
-    from delta_rlvr.evaluation.report import read_report
 
     out = {}
     for method, seed in run_order(cfg):
@@ -231,8 +234,6 @@ def run_order(cfg: CompareConfig) -> list[tuple[MethodSpec, int]]:
 
 def run_compare(cfg: CompareConfig) -> list[MethodSummary]:
     """Train and evaluate every (method, seed), then write the summary and plots."""
-    from delta_rlvr.evaluation.plots import dynamics, plot_coefficients, plot_curves
-    from delta_rlvr.train.tasks import build_task
 
     for method in cfg.methods:  # every method's config is valid before anything trains
         for seed in cfg.seeds:
@@ -264,7 +265,7 @@ def run_compare(cfg: CompareConfig) -> list[MethodSummary]:
     base = [r.average.avg for r in reports[cfg.baseline_label]]
     summaries = [summarise(m.label, seeds[m.label], reports[m.label], None if m.label == cfg.baseline_label else base)
                  for m in methods]
-    plot_curves(folders, cfg.summary_path("curves.png"))
+    plot_comparison_curves(folders, cfg.summary_path("curves.png"))
     plot_coefficients(folders, cfg.summary_path("coefficients.png"))
     write_summary(cfg, summaries, dynamics(folders))
     return summaries
@@ -274,7 +275,6 @@ def _dynamics_lines(dyn: dict | None) -> list[str]:
     """Markdown: each training metric averaged over spans of steps, mean +- std over seeds."""
     if not dyn or not dyn["spans"]:
         return []
-    from delta_rlvr.evaluation.plots import CURVES
 
     spans = [f"steps {a}-{b}" for a, b in dyn["spans"]]
     lines = ["", "Training dynamics: each metric averaged over a span of steps per seed, then mean +- std over seeds.", "",

@@ -9,7 +9,7 @@ depend on the batch (the side centroids are batch means), so prompts are process
 of the run's `prompts_per_step`, as in training; dynamic sampling is off (every prompt is shown).
 
 Outputs: each response printed with ANSI background colours (or bracketed coefficients with
---no-color); `tokens.html` (train/report.py's page, with the token cloud appended); the token
+--no-color); `tokens.html` (analysis/plots.py's page, with the token cloud appended); the token
 cloud - the mean coefficient per token type over signed tokens (A != 0) - as a table in the
 terminal and in `token_cloud.json`.
 """
@@ -26,7 +26,17 @@ from pathlib import Path
 import torch
 
 from delta_rlvr.data import PromptRecord
-from delta_rlvr.train.config import ConfigError, TaskConfig, TrainConfig
+from delta_rlvr.errors import ConfigError
+from delta_rlvr.train.config import TaskConfig, TrainConfig
+from delta_rlvr.analysis.plots import coef_shade, token_page
+from delta_rlvr.core import group_advantages
+from delta_rlvr.core.frozen import FrozenGamma
+from delta_rlvr.evaluation.benchmarks import math_scorer, task_benchmark
+from delta_rlvr.evaluation.models import resolve_model
+from delta_rlvr.train.checkpoint import load_state
+from delta_rlvr.train.old_policy import old_policy_pass
+from delta_rlvr.train.rollout import PolicyRunner, TokenView, collect_rollout
+from delta_rlvr.train.tasks import PromptEncoder, build_task
 
 
 @dataclass(frozen=True)
@@ -91,8 +101,7 @@ def token_cloud(views: list, tokenizer, min_count: int) -> list[TokenStat]:
 
 
 def ansi_background(coef: float) -> str:
-    """train/report.py's shade (an rgba over white) as a 24-bit ANSI background."""
-    from delta_rlvr.train.report import coef_shade
+    """The token page's shade (analysis/plots.py; an rgba over white) as a 24-bit ANSI background."""
 
     r, g, b, a = (float(x) for x in re.findall(r"[\d.]+", coef_shade(coef)))
     mix = [round(a * c + (1 - a) * 255) for c in (r, g, b)]
@@ -126,7 +135,6 @@ def cloud_table(stats: list[TokenStat], top: int) -> str:
 
 
 def cloud_html(stats: list[TokenStat], top: int, min_count: int) -> str:
-    from delta_rlvr.train.report import coef_shade
 
     def table(title: str, chosen: list[TokenStat]) -> str:
         body = "".join(
@@ -158,11 +166,6 @@ def coefficient_view(runner, tokenizer, records: list[PromptRecord], encode, sco
                      gamma=None):
     """One batch of `records` through the trainer's stages up to the update (see the module
     docstring): a TokenView of the responses, rewards, advantages and coefficients."""
-    from delta_rlvr.core import group_advantages
-    from delta_rlvr.core.frozen import FrozenGamma
-    from delta_rlvr.train.old_policy import old_policy_pass
-    from delta_rlvr.train.report import TokenView
-    from delta_rlvr.train.rollout import collect_rollout
 
     rollout = collect_rollout(runner, tokenizer, encode, lambda count: records, score, train.rollout, lambda rounds: seed)
     batch = rollout.batch
@@ -174,12 +177,10 @@ def coefficient_view(runner, tokenizer, records: list[PromptRecord], encode, sco
 
 def _checkpoint_gamma(source, train: TrainConfig):
     """The frozen gamma a checkpoint carries (freeze_temperature runs), else an unfrozen one."""
-    from delta_rlvr.core.frozen import FrozenGamma
 
     gamma = FrozenGamma(train.algorithm.coefficients.freeze_temperature)
     state_file = source.folder / "trainer_state.pt" if source.folder is not None else None
     if gamma.enabled and state_file is not None and state_file.is_file():
-        from delta_rlvr.train.checkpoint import load_state
 
         state = load_state(source.folder)
         gamma.load(state.get("frozen_gamma", state.get("frozen_temperature")))
@@ -189,12 +190,6 @@ def _checkpoint_gamma(source, train: TrainConfig):
 def run_inspect(cfg: InspectConfig) -> tuple[list[TokenStat], Path]:
     """Sample, compute coefficients, print, write tokens.html and token_cloud.json."""
     from dataclasses import replace
-
-    from delta_rlvr.evaluation.benchmarks import math_scorer, task_benchmark
-    from delta_rlvr.evaluation.models import resolve_model
-    from delta_rlvr.train.report import TokenView, token_page
-    from delta_rlvr.train.rollout import PolicyRunner
-    from delta_rlvr.train.tasks import PromptEncoder, build_task
 
     source = resolve_model(cfg.model)
     train = source.run_config or TrainConfig()
