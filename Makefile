@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # CPU machines take the CPU wheel of torch; with a GPU present pip's default build is used.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: test train install sandbox-deps clean-venv
+.PHONY: test train install sandbox-deps clean-venv lint
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ test: $(VENV)/.installed sandbox-deps
 # The main job on the embedded default: DelTA on the built-in arithmetic task (CPU, ~5 min).
 train: $(VENV)/.installed
 	$(VENV)/bin/delta-rlvr train $(ARGS)
+
+# ruff's checks (pyproject.toml [tool.ruff]); the test suite runs them too
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests benchmarks scripts examples
 
 clean-venv:
 	rm -rf $(VENV)

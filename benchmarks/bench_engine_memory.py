@@ -61,12 +61,12 @@ def rollout(tokenizer_vocab: int, b: int, t: int, prompt: int = 8):
 def measure(hidden: int, length: int, responses: int) -> dict:
     from verl.utils import tensordict_utils as tu
     from verl.workers.engine_workers import ActorRolloutRefWorker
+    from verl_cpu import cpu_actor_worker
 
     from delta_rlvr.adapters.verl.actor_pass import ADVANTAGE_KEY, SETTINGS_KEY
     from delta_rlvr.adapters.verl.settings import DeltaSettings
     from delta_rlvr.adapters.verl.worker import METRICS_KEY, DeltaActorRolloutRefWorker
     from delta_rlvr.models import TinyModelConfig, build_char_tokenizer, build_tiny_model
-    from verl_cpu import cpu_actor_worker
 
     tok = build_char_tokenizer()
     cfg = TinyModelConfig(num_layers=1, hidden_size=hidden, num_heads=4, num_kv_heads=2, intermediate_size=2 * hidden,

@@ -44,7 +44,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=6, help="measured repetitions (+1 warm-up)")
     p.add_argument("--out")
     args = p.parse_args()
-    cfg = load_config(args.config, [*args.set, "run.output_dir=/tmp/delta-rlvr-bench-overhead", "run.tensorboard=false", "run.progress=false"])
+    fixed = ["run.output_dir=/tmp/delta-rlvr-bench-overhead", "run.tensorboard=false", "run.progress=false"]
+    cfg = load_config(args.config, [*args.set, *fixed])
     trainer = Trainer(cfg)
     start_state = copy.deepcopy(trainer.model.state_dict())
     opt_state = copy.deepcopy(trainer.optimizer.state_dict())
@@ -84,7 +85,8 @@ def main() -> None:
     report = {
         "device": str(trainer.device) + (f" ({torch.cuda.get_device_name()})" if trainer.device.type == "cuda" else ""),
         "model": cfg.model.name,
-        "batch": f"{cfg.rollout.prompts_per_step} prompts x {cfg.rollout.samples_per_prompt} samples, <= {cfg.rollout.max_new_tokens} new tokens",
+        "batch": (f"{cfg.rollout.prompts_per_step} prompts x {cfg.rollout.samples_per_prompt} samples, "
+                  f"<= {cfg.rollout.max_new_tokens} new tokens"),
         "measured_steps_per_variant": len(times["dapo"]),
         "rollout_s": round(roll, 4),
         "learn_s": {k: round(v, 4) for k, v in med.items()},

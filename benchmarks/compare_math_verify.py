@@ -92,7 +92,8 @@ def table(cases: list[dict], ours: list[int], raw: list[int], title: str) -> str
             row[4] += r == 1 and case["expected"] == 0
             row[5] += o == 0 and case["expected"] == 1
             row[6] += r == 0 and case["expected"] == 1
-    lines = [f"**{title}**", "", "| category | pairs | agreement: score_math | raw math-verify | false positives: score_math | raw math-verify "
+    lines = [f"**{title}**", "",
+             "| category | pairs | agreement: score_math | raw math-verify | false positives: score_math | raw math-verify "
              "| false negatives: score_math | raw math-verify |", "|---|---|---|---|---|---|---|---|"]
     for key in sorted(rows, key=lambda k: (k == "all", k)):
         n, ao, ar, fo, fr, no, nr = rows[key]

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from scipy.stats import spearmanr
 
-from delta_rlvr.evaluation import read_report
 from delta_rlvr.analysis.compare import summarise
-from delta_rlvr.stats.mann_whitney import mann_whitney_greater
 from delta_rlvr.analysis.plots import dynamics
+from delta_rlvr.evaluation import read_report
+from delta_rlvr.stats.mann_whitney import mann_whitney_greater
 from delta_rlvr.train.metrics import read_metrics
 
 PAPER = {"dapo": "19.05", "delta": "23.27", "K0": "19.97", "K2": "22.15", "K3": "22.20", "hard": "20.93",

@@ -47,7 +47,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.out, safe_serialization=True)
     tokenizer.save_pretrained(args.out)
-    (args.out / "warmup.json").write_text(json.dumps({"style": args.style, "init": args.init.name if args.init else None, "seconds": round(time.time() - start, 1), "history": history}, indent=1))
+    record = {"style": args.style, "init": args.init.name if args.init else None, "seconds": round(time.time() - start, 1),
+              "history": history}
+    (args.out / "warmup.json").write_text(json.dumps(record, indent=1))
     print(f"saved to {args.out} after {time.time() - start:.0f} s")
 
 

@@ -100,3 +100,17 @@ def test_the_bottom_layers_import_only_the_standard_library(layer):
     foreign = [f"{p.name}:{line} imports {m}" for p in paths for line, m in imports(p)
                if m.split(".")[0] not in sys.stdlib_module_names and not m.startswith(f"delta_rlvr.{layer}")]
     assert not foreign, "\n".join(foreign)
+
+
+def test_the_sources_pass_the_linter():
+    """ruff with the project's settings (pyproject.toml: pyflakes' checks, import order, line length)."""
+    import shutil
+    import subprocess
+
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    if not Path(ruff).exists():
+        pytest.skip("ruff is not installed (it comes with the dev extra: make install)")
+    root = PACKAGE.parents[1]
+    done = subprocess.run([ruff, "check", "src", "tests", "benchmarks", "scripts", "examples"], cwd=root,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:]

@@ -33,8 +33,8 @@ def train_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from delta_rlvr.train import Trainer
     from delta_rlvr.analysis.plots import is_avg_at_k, plot_run_curves, token_page
+    from delta_rlvr.train import Trainer
     from delta_rlvr.train.run_folder import prepare_folder, record_changes, run_lock
 
     config, changes = train_config(args)
@@ -75,11 +75,11 @@ def _sampling_args(p: argparse.ArgumentParser, k: int) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from delta_rlvr.errors import ConfigError
     from delta_rlvr.evaluation import EvalConfig, SamplingSettings, evaluate, resolve_model
     from delta_rlvr.evaluation.benchmarks import DataOptions
     from delta_rlvr.evaluation.report import to_markdown
     from delta_rlvr.evaluation.runner import default_max_new_tokens
-    from delta_rlvr.errors import ConfigError
 
     try:
         source = resolve_model(args.model)
@@ -101,9 +101,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from delta_rlvr.evaluation import SamplingSettings
     from delta_rlvr.analysis.compare import CompareConfig, parse_method, run_compare
     from delta_rlvr.errors import ConfigError
+    from delta_rlvr.evaluation import SamplingSettings
     from delta_rlvr.train import load_config
 
     try:
@@ -188,8 +188,10 @@ def _add_eval_commands(sub) -> None:
     ev.add_argument("--limit", type=int, help="first N problems of each benchmark")
     ev.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     ev.add_argument("--template", default="auto", choices=["auto", "raw", "plain", "chat", "few_shot"],
-                    help="prompt template (auto: the checkpoint's training template; else raw for the embedded model, chat when the tokenizer has a template, plain otherwise)")
-    ev.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"], help="auto: vLLM when installed with CUDA, else transformers")
+                    help="prompt template (auto: the checkpoint's training template; else raw for the embedded model, chat "
+                         "when the tokenizer has a template, plain otherwise)")
+    ev.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"],
+                    help="auto: vLLM when installed with CUDA, else transformers")
     ev.add_argument("--batch-problems", type=int, default=8, help="problems per generate call")
     ev.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     ev.set_defaults(func=cmd_eval)
@@ -281,9 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     print(f"delta-rlvr {args.command}: starting (importing torch and transformers) ...", file=sys.stderr, flush=True)
-    from delta_rlvr.errors import DataError
-    from delta_rlvr.errors import ConfigError
-    from delta_rlvr.errors import CheckpointError
+    from delta_rlvr.errors import CheckpointError, ConfigError, DataError
 
     try:
         return args.func(args)

@@ -26,7 +26,6 @@ from delta_rlvr.data import arithmetic_dataset, extract_arithmetic_answer, score
 from delta_rlvr.models import build_tiny_model, completion_logprobs  # noqa: E402
 
 
-
 def correct(completions, gold, **_):
     return score_arithmetic(completions, gold)
 

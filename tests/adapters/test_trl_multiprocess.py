@@ -19,9 +19,10 @@ import torch
 pytest.importorskip("trl")
 pytest.importorskip("datasets")
 
+from reference_delta import reference_coefficients  # noqa: E402
+
 from delta_rlvr.core import row_proxy  # noqa: E402
 from delta_rlvr.models import TinyModelConfig, build_char_tokenizer, build_tiny_model, completion_logprobs  # noqa: E402
-from reference_delta import reference_coefficients  # noqa: E402
 
 TOL = 1e-4
 WORKER = Path(__file__).with_name("trl_multiprocess_worker.py")

@@ -15,12 +15,13 @@ import torch
 trl = pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
 
-from delta_rlvr.adapters.trl import DeltaGRPOConfig, DeltaGRPOTrainer, check_supported, gathered_head  # noqa: E402
-from delta_rlvr.core import row_proxy  # noqa: E402
-from delta_rlvr.models import build_tiny_model, completion_logprobs  # noqa: E402
 from reference_delta import reference_coefficients  # noqa: E402
 from test_trl_adapter import build, common_args  # noqa: E402
 from trl_memory import LiveTensorBytes  # noqa: E402
+
+from delta_rlvr.adapters.trl import DeltaGRPOConfig, DeltaGRPOTrainer, check_supported, gathered_head  # noqa: E402
+from delta_rlvr.core import row_proxy  # noqa: E402
+from delta_rlvr.models import build_tiny_model, completion_logprobs  # noqa: E402
 
 TOL = 1e-4  # against the float64 reference (the tolerance); observed about 1e-6
 

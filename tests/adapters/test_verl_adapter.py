@@ -20,28 +20,42 @@ pytest.importorskip("uvicorn")
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
+from reference_delta import reference_coefficients  # noqa: E402
 from verl import DataProto  # noqa: E402
 from verl.trainer.ppo.core_algos import get_policy_loss_fn  # noqa: E402
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer, compute_advantage  # noqa: E402
 from verl.utils import tensordict_utils as tu  # noqa: E402
 from verl.workers.engine_workers import ActorRolloutRefWorker  # noqa: E402
 from verl.workers.utils.padding import left_right_2_no_padding, no_padding_2_padding  # noqa: E402
+from verl_cpu import LocalWorkerGroup, cpu_actor_worker, cpu_trainer, rollout_proto, trainer_config  # noqa: E402
 
 from delta_rlvr.adapters.verl.actor_pass import (  # noqa: E402
-    ADVANTAGE_KEY, COEF_KEY, GAMMA_KEY, SETTINGS_KEY, check_engine_supported,
+    ADVANTAGE_KEY,
+    COEF_KEY,
+    GAMMA_KEY,
+    SETTINGS_KEY,
+    check_engine_supported,
 )
 from delta_rlvr.adapters.verl.settings import DeltaSettings, delta_settings  # noqa: E402
 from delta_rlvr.adapters.verl.trainer import (  # noqa: E402
-    STATE_FILE, check_trainer_supported, load_state, outcome_advantages, rewrite_advantages, save_state,
+    STATE_FILE,
+    check_trainer_supported,
+    load_state,
+    outcome_advantages,
+    rewrite_advantages,
+    save_state,
 )
 from delta_rlvr.adapters.verl.worker import DeltaActorRolloutRefWorker  # noqa: E402
 from delta_rlvr.core import (  # noqa: E402
-    DeltaConfig, PolicyLossConfig, delta_coefficients, group_advantages, per_token_policy_loss, row_proxy,
+    DeltaConfig,
+    PolicyLossConfig,
+    delta_coefficients,
+    group_advantages,
+    per_token_policy_loss,
+    row_proxy,
 )
 from delta_rlvr.data import arithmetic_dataset  # noqa: E402
 from delta_rlvr.models import build_tiny_model, completion_logprobs  # noqa: E402
-from reference_delta import reference_coefficients  # noqa: E402
-from verl_cpu import LocalWorkerGroup, cpu_actor_worker, cpu_trainer, rollout_proto, trainer_config  # noqa: E402
 
 TEMPERATURE = 0.7
 TOL = 1e-5  # against the float64 reference (tests/core/test_coefficients.py explains the scale)
@@ -355,6 +369,7 @@ def _rank_main(rank, world, init_file, out_dir, pooling):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     from conftest import TINY
+
     from delta_rlvr.models import build_char_tokenizer
 
     tok = build_char_tokenizer()

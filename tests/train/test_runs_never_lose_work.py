@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from delta_rlvr.analysis.plots import is_avg_at_k
 from delta_rlvr.cli import main
 from delta_rlvr.train import ConfigError, load_config
 from delta_rlvr.train.checkpoint import latest_checkpoint
 from delta_rlvr.train.metrics import read_metrics
-from delta_rlvr.analysis.plots import is_avg_at_k
 from delta_rlvr.train.run_folder import run_lock
 
 SMALL = [f"--set={kv}" for kv in (

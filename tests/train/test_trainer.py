@@ -41,7 +41,8 @@ def test_three_steps_write_metrics_checkpoint_and_report(tmp_path):
     trainer.train()
     rows = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
-    for key in ("reward_mean", "accuracy", "entropy", "grad_norm", "clip_frac_high", "delta/coef_std", "delta/temperature_pos", "time/coefficients"):
+    for key in ("reward_mean", "accuracy", "entropy", "grad_norm", "clip_frac_high", "delta/coef_std", "delta/gamma_pos",
+                "delta/temperature_pos", "time/coefficients"):
         assert key in rows[1], key
     assert "eval/avg@2" in rows[0] and "eval/avg@2" in rows[3]
     assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step-00000003"]
@@ -96,9 +97,8 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_last_complete_
 def test_cached_and_streamed_hidden_states_give_the_same_coefficients(tmp_path):
     trainer = Trainer(small_config(tmp_path / "a", "run.max_steps=1", "run.tensorboard=false", "optim.micro_batch_size=5"))
     from delta_rlvr.core import group_advantages
-    from delta_rlvr.train.trainer import StageTimer
-
     from delta_rlvr.train.old_policy import old_policy_pass
+    from delta_rlvr.train.trainer import StageTimer
 
     timer = StageTimer(trainer.device)
     rollout = trainer.rollout(timer)

@@ -7,13 +7,13 @@ from dataclasses import replace
 
 import pytest
 import torch
+from test_trainer import small_config  # tests/train is on sys.path (rootdir-relative import mode)
 
 from delta_rlvr.core import delta_coefficients, group_advantages
 from delta_rlvr.train import ConfigError, Trainer
 from delta_rlvr.train.old_policy import old_policy_pass, proxy_vectors
 from delta_rlvr.train.trainer import StageTimer
 
-from test_trainer import small_config  # tests/train is on sys.path (rootdir-relative import mode)
 
 def old_pass(trainer, batch, adv, timer):
     """The trainer's old-policy stage on a batch, under the trainer's current config."""

@@ -3,10 +3,8 @@ the same answer with one digit changed scores 0. Rates are printed and recorded 
 
 import pytest
 
-from delta_rlvr.data import BUILTIN_DATASETS, load_dataset_spec
+from delta_rlvr.data import BUILTIN_DATASETS, SUITES, load_dataset_spec
 from delta_rlvr.verifiers import score_math
-
-from delta_rlvr.data import SUITES
 
 # Every shipped benchmark file: the four classics and MathArena's nine (the paper's seven among them).
 FILES = {name: spec.data_file for name, spec in BUILTIN_DATASETS.items() if name != "deepmath"}

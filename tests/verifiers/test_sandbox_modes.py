@@ -69,6 +69,7 @@ sys.path.insert(0, SRC)
 package = types.ModuleType('delta_rlvr.verifiers')
 package.__path__ = [os.path.join(SRC, 'delta_rlvr', 'verifiers')]
 sys.modules['delta_rlvr'] = types.ModuleType('delta_rlvr')
+sys.modules['delta_rlvr'].__path__ = [os.path.join(SRC, 'delta_rlvr')]  # for delta_rlvr.errors
 sys.modules['delta_rlvr.verifiers'] = package
 runner = importlib.import_module('delta_rlvr.verifiers.code_runner')
 CodeTests, run = runner.CodeTests, runner.run_code_tests
@@ -98,7 +99,8 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not os.access("/usr/bin/python3", os.X_OK), reason="needs root to become another uid, and /usr/bin/python3")
+@pytest.mark.skipif(os.geteuid() != 0 or not os.access("/usr/bin/python3", os.X_OK),
+                    reason="needs root to become another uid, and /usr/bin/python3")
 @pytest.mark.skipif(isinstance(sandbox.sandbox_plan(), str), reason="no sandbox here")
 def test_a_non_root_caller_gets_a_user_namespace_sandbox_with_rlimit_process_limits():
     # uid 65534 runs the system interpreter: bwrap makes a user namespace; no cgroup can be
@@ -110,6 +112,7 @@ def test_a_non_root_caller_gets_a_user_namespace_sandbox_with_rlimit_process_lim
         readable.chmod(0o755)
         shutil.copytree(SRC / "delta_rlvr" / "verifiers", readable / "delta_rlvr" / "verifiers",
                         ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(SRC / "delta_rlvr" / "errors.py", readable / "delta_rlvr" / "errors.py")
         for folder in (readable / "delta_rlvr", readable / "delta_rlvr" / "verifiers"):
             folder.chmod(0o755)
         script = f"SRC = {str(readable)!r}\n" + NON_ROOT_SCRIPT

@@ -38,14 +38,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from delta_rlvr.errors import ConfigError
-from delta_rlvr.train.config import TrainConfig
 from delta_rlvr.core import delta_coefficients, group_advantages
 from delta_rlvr.core.proxies import ProxyConfig
+from delta_rlvr.errors import ConfigError
 from delta_rlvr.evaluation.models import resolve_model
 from delta_rlvr.models.sketch import full_gradient_sketch, pairwise_sums
 from delta_rlvr.models.token_vectors import concat_vectors, make_sketch, token_vectors
-from delta_rlvr.train.config import load_config
+from delta_rlvr.train.config import TrainConfig, load_config
 from delta_rlvr.train.rollout import PolicyRunner, collect_rollout
 from delta_rlvr.train.tasks import PromptEncoder, build_task
 
@@ -436,7 +435,6 @@ def vector_dim(name: str, cfg: AuditConfig, model) -> int:
 
 
 def settings(cfg: AuditConfig, train: TrainConfig, source, device: torch.device) -> dict:
-
     return {
         "model": cfg.model, "checkpoint_step": source.step, "task": build_task(train.task).name,
         "prompts": cfg.prompts or train.rollout.prompts_per_step, "samples": cfg.samples or train.rollout.samples_per_prompt,

@@ -22,20 +22,19 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from delta_rlvr.analysis.plots import CURVES, dynamics, plot_coefficients, plot_comparison_curves
+from delta_rlvr.errors import ConfigError
 from delta_rlvr.evaluation.backends import SamplingSettings
 from delta_rlvr.evaluation.benchmarks import task_benchmark
+from delta_rlvr.evaluation.models import resolve_model
+from delta_rlvr.evaluation.report import EvalReport, read_report
+from delta_rlvr.evaluation.runner import EvalConfig, evaluate
 from delta_rlvr.stats.estimators import mean
 from delta_rlvr.stats.mann_whitney import MannWhitneyResult, mann_whitney_greater
-from delta_rlvr.evaluation.models import resolve_model
-from delta_rlvr.evaluation.report import EvalReport
-from delta_rlvr.evaluation.runner import EvalConfig, evaluate
+from delta_rlvr.train import Trainer
 from delta_rlvr.train.checkpoint import STEP_DIR, latest_checkpoint
-from delta_rlvr.errors import ConfigError
 from delta_rlvr.train.config import TrainConfig, load_config
 from delta_rlvr.train.run_folder import hold_lock as run_lock  # compare waits for a held run instead of refusing
-from delta_rlvr.analysis.plots import CURVES, dynamics, plot_coefficients, plot_comparison_curves
-from delta_rlvr.evaluation.report import read_report
-from delta_rlvr.train import Trainer
 from delta_rlvr.train.tasks import build_task
 
 
@@ -294,7 +293,8 @@ def _num(x: float, scale: float = 100.0, digits: int = 2) -> str:
 def write_summary(cfg: CompareConfig, summaries: list[MethodSummary], dyn: dict | None = None) -> None:
     k = cfg.sampling.k
     data = {
-        "baseline": cfg.baseline_label, "partial": cfg.partial, "seeds": list(cfg.seeds), "config": cfg.config, "overrides": list(cfg.overrides),
+        "baseline": cfg.baseline_label, "partial": cfg.partial, "seeds": list(cfg.seeds), "config": cfg.config,
+        "overrides": list(cfg.overrides),
         "methods": {m.label: list(m.overrides) for m in cfg.methods}, "sampling": asdict(cfg.sampling),
         "results": [{**{k2: v for k2, v in asdict(s).items() if k2 != "test"},
                      "test": None if s.test is None else asdict(s.test)} for s in summaries],
@@ -315,8 +315,10 @@ def write_summary(cfg: CompareConfig, summaries: list[MethodSummary], dyn: dict 
         per_seed = ", ".join(f"{seed}: {_num(x)} ({_num(e)})" for seed, x, e in zip(s.seeds, s.scores, s.eval_se))
         u = "baseline" if s.test is None else f"{s.test.u:g}"
         p = "" if s.test is None else f"{s.test.p_value:.4f} ({s.test.method})"
-        lines.append(f"| {s.label} | {_num(s.mean)} | {_num(s.std)} | {_num(s.mean_eval_se)} | {_num(mean(list(s.pass_at_k)))} | {u} | {p} | {per_seed} |")
+        lines.append(f"| {s.label} | {_num(s.mean)} | {_num(s.std)} | {_num(s.mean_eval_se)} | {_num(mean(list(s.pass_at_k)))} "
+                     f"| {u} | {p} | {per_seed} |")
     lines += _dynamics_lines(dyn)
-    lines += ["", f"Curves (mean over seeds, band = +-1 std, moving average over ~4 % of the steps): `{cfg.summary_path('curves.png').name}`. DelTA coefficient "
+    lines += ["", "Curves (mean over seeds, band = +-1 std, moving average over ~4 % of the steps): "
+              f"`{cfg.summary_path('curves.png').name}`. DelTA coefficient "
               f"quantiles per step: `{cfg.summary_path('coefficients.png').name}`.", ""]
     cfg.summary_path(".md").write_text("\n".join(lines))

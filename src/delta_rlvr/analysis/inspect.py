@@ -25,18 +25,18 @@ from pathlib import Path
 
 import torch
 
-from delta_rlvr.data import PromptRecord
-from delta_rlvr.errors import ConfigError
-from delta_rlvr.train.config import TaskConfig, TrainConfig
 from delta_rlvr.analysis.plots import coef_shade, token_page
 from delta_rlvr.core import group_advantages
 from delta_rlvr.core.frozen import FrozenGamma
-from delta_rlvr.evaluation.benchmarks import math_scorer, task_benchmark
+from delta_rlvr.data import PromptRecord
+from delta_rlvr.errors import ConfigError
 from delta_rlvr.evaluation.models import resolve_model
 from delta_rlvr.train.checkpoint import load_state
+from delta_rlvr.train.config import TaskConfig, TrainConfig
 from delta_rlvr.train.old_policy import old_policy_pass
 from delta_rlvr.train.rollout import PolicyRunner, TokenView, collect_rollout
 from delta_rlvr.train.tasks import PromptEncoder, build_task
+from delta_rlvr.verifiers import math_verdicts
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,6 @@ def cloud_table(stats: list[TokenStat], top: int) -> str:
 
 
 def cloud_html(stats: list[TokenStat], top: int, min_count: int) -> str:
-
     def table(title: str, chosen: list[TokenStat]) -> str:
         body = "".join(
             f"<tr><td style='background:{coef_shade(s.mean)};font-family:monospace'>{html.escape(repr(s.token))}</td>"
@@ -181,7 +180,6 @@ def _checkpoint_gamma(source, train: TrainConfig):
     gamma = FrozenGamma(train.algorithm.coefficients.freeze_temperature)
     state_file = source.folder / "trainer_state.pt" if source.folder is not None else None
     if gamma.enabled and state_file is not None and state_file.is_file():
-
         state = load_state(source.folder)
         gamma.load(state.get("frozen_gamma", state.get("frozen_temperature")))
     return gamma
@@ -199,8 +197,7 @@ def run_inspect(cfg: InspectConfig) -> tuple[list[TokenStat], Path]:
     if cfg.prompts:
         records = [PromptRecord(f"prompt-{i}", gold, "inspect", question=q) for i, (q, gold) in enumerate(cfg.prompts)]
         if task_cfg.kind == "reasoning_gym":  # a gym scorer needs its own metadata: check typed prompts as math
-            bench = task_benchmark(task, task_cfg)
-            verdicts = math_scorer(bench.answer_format)
+            verdicts = math_verdicts(task.answer_hint)
             score = lambda texts, rows: [float(v.correct) for v in verdicts(texts, rows)]  # noqa: E731
     else:
         records = list(task.eval_records()[: cfg.problems])

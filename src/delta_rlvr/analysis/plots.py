@@ -16,7 +16,8 @@ from pathlib import Path
 
 from delta_rlvr.train.metrics import read_metrics
 
-CURVES = (("reward_mean", "reward"), ("accuracy", "training accuracy"), ("response_length", "response length (tokens)"), ("entropy", "entropy (nats/token)"))
+CURVES = (("reward_mean", "reward"), ("accuracy", "training accuracy"), ("response_length", "response length (tokens)"),
+          ("entropy", "entropy (nats/token)"))
 COEF_COLUMNS = 4  # coefficient panels per row
 QUANTILES = ("delta/coef_q05", "delta/coef_q25", "delta/coef_q50", "delta/coef_q75", "delta/coef_q95")
 

@@ -15,6 +15,7 @@ from delta_rlvr.data.arithmetic import (
     ArithmeticConfig,
     arithmetic_dataset,
     arithmetic_problem,
+    arithmetic_verdicts,
     extract_arithmetic_answer,
     score_arithmetic,
 )
@@ -22,9 +23,9 @@ from delta_rlvr.data.code import CODE_PRESETS, CodeFields, load_code_file, load_
 from delta_rlvr.data.gym import ReasoningGymTask
 from delta_rlvr.data.loaders import FieldMap, field_map, load_file, load_hub, load_jsonl, load_parquet
 from delta_rlvr.data.records import LoadSummary, PromptRecord
-from delta_rlvr.errors import DataError
 from delta_rlvr.data.specs import BUILTIN_DATASETS, SUITES, DatasetSpec, get_dataset_spec, load_dataset_spec
 from delta_rlvr.data.templates import TEMPLATES, TemplateOptions, render_prompt
+from delta_rlvr.errors import DataError
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -41,6 +42,7 @@ __all__ = [
     "ReasoningGymTask",
     "TemplateOptions",
     "arithmetic_dataset",
+    "arithmetic_verdicts",
     "arithmetic_problem",
     "extract_arithmetic_answer",
     "field_map",

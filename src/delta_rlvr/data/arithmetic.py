@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from delta_rlvr.data.records import PromptRecord
 from delta_rlvr.verifiers.extract import extract_number
+from delta_rlvr.verifiers.verdicts import Verdict
 
 _OPERATORS = frozenset("+-*")
 
@@ -103,3 +104,14 @@ def score_arithmetic(completions: list[str], golds: list[str]) -> list[float]:
         except ValueError:
             scores.append(0.0)
     return scores
+
+
+def arithmetic_verdicts(responses: list[str], records: list[PromptRecord]) -> list[Verdict]:
+    """The arithmetic task's own checker (`score_arithmetic`) as verdicts, the extracted answer kept."""
+    scores = score_arithmetic(responses, [r.gold for r in records])
+    out = []
+    for text, score in zip(responses, scores):
+        extracted = extract_arithmetic_answer(text)
+        reason = "correct" if score == 1.0 else "unparsed" if extracted is None else "wrong"
+        out.append(Verdict(score == 1.0, reason, extracted))
+    return out

@@ -9,7 +9,10 @@ comparison, inspection and the proxy audit are `delta_rlvr.analysis`. See docs/e
 """
 
 from delta_rlvr.evaluation.backends import SamplingSettings
-from delta_rlvr.evaluation.benchmarks import Benchmark, Verdict, resolve_benchmark, task_benchmark
+from delta_rlvr.evaluation.benchmarks import Benchmark, resolve_benchmark, task_benchmark
+from delta_rlvr.evaluation.models import ModelSource, resolve_model
+from delta_rlvr.evaluation.report import BenchmarkScore, EvalReport, build_report, read_report
+from delta_rlvr.evaluation.runner import EvalConfig, evaluate
 from delta_rlvr.stats.estimators import (
     avg_at_k,
     mean_pass_at_k,
@@ -18,9 +21,7 @@ from delta_rlvr.stats.estimators import (
     sampling_standard_error,
     weighted_average,
 )
-from delta_rlvr.evaluation.models import ModelSource, resolve_model
-from delta_rlvr.evaluation.report import BenchmarkScore, EvalReport, build_report, read_report
-from delta_rlvr.evaluation.runner import EvalConfig, evaluate
+from delta_rlvr.verifiers.verdicts import Verdict
 
 __all__ = [
     "Benchmark",

@@ -51,7 +51,7 @@ class HFSampler:
         self.model, self.tokenizer, self.device = model, tokenizer, device
 
     def sample(self, prompts: list[list[int]], seeds: list[int], settings: SamplingSettings) -> list[list[str]]:
-        from delta_rlvr.models import sample_completions
+        from delta_rlvr.models import decode_completions, sample_completions
 
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
         pad = self.tokenizer.pad_token_id
@@ -61,7 +61,7 @@ class HFSampler:
                 self.model, prompts, num_samples=settings.k, max_new_tokens=settings.max_new_tokens,
                 temperature=settings.temperature, top_p=settings.top_p, pad_token_id=pad, seed=seeds[0],
             )
-        texts = self.tokenizer.batch_decode(batch.completion_ids.masked_fill(~batch.completion_mask, pad), skip_special_tokens=True)
+        texts = decode_completions(self.tokenizer, batch)
         return [texts[i * settings.k:(i + 1) * settings.k] for i in range(len(prompts))]
 
 

@@ -19,7 +19,7 @@ A `Benchmark` is resolved from a string spec:
   ("raw", see `runner._bench_template`).
 - "code:path=FILE[,preset=humaneval|mbpp|prime][,tests_format=...][,tests=FIELD]..." : a code
   benchmark file through the data-file contract (`delta_rlvr.data.code`; options in
-  `CODE_OPTIONS`). Code benchmarks are scored by `code_scorer`: the program `build_program`
+  `CODE_OPTIONS`). Code benchmarks are scored by `code_verdicts`: the program `build_program`
   makes of each response runs on the problem's tests in the sandbox (bubblewrap; checked when
   the spec is resolved, before any model is loaded).
 A training task becomes a benchmark with `task_benchmark` (what `compare` evaluates on).
@@ -27,43 +27,28 @@ A training task becomes a benchmark with `task_benchmark` (what `compare` evalua
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from delta_rlvr.data import (
     BUILTIN_DATASETS,
+    CODE_PRESETS,
     SUITES,
+    CodeFields,
     DataError,
     FieldMap,
     PromptRecord,
     field_map,
-    extract_arithmetic_answer,
+    load_code_file,
     load_dataset_spec,
     load_file,
-    score_arithmetic,
+    load_humaneval,
 )
 from delta_rlvr.errors import ConfigError
-from delta_rlvr.train.config import TaskConfig, build
-from delta_rlvr.data import CODE_PRESETS, CodeFields, load_code_file, load_humaneval
-from delta_rlvr.train.config import parse_override
+from delta_rlvr.train.config import TaskConfig, build, parse_override
 from delta_rlvr.train.tasks import ArithmeticTask
-from delta_rlvr.verifiers import SandboxUnavailable, build_program, code_runner, parse_code_spec, score_code, score_math
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The verifier's answer on one response."""
-
-    correct: bool
-    reason: str
-    """"correct", "wrong", "unparsed" (no answer found), or the math verifier's other reasons
-    ("gold_unparsed", "timeout"); code: "correct", "wrong", "error", "timeout" (the sandbox's
-    status), and "partial" (some cases passed) with partial credit."""
-    extracted: str | None
-
-
-Scorer = Callable[[list[str], list[PromptRecord]], list[Verdict]]
+from delta_rlvr.verifiers import code_runner
+from delta_rlvr.verifiers.verdicts import CODE_TIMEOUT_S, Scorer, code_verdicts, math_verdicts
 
 
 @dataclass(frozen=True)
@@ -94,87 +79,6 @@ class Benchmark:
         return replace(self, records=self.records[:limit])
 
 
-def score_arithmetic_verdicts(responses: list[str], records: list[PromptRecord]) -> list[Verdict]:
-    """The arithmetic task's own checker (`score_arithmetic`), with the extracted answer kept."""
-    scores = score_arithmetic(responses, [r.gold for r in records])
-    out = []
-    for text, score in zip(responses, scores):
-        extracted = extract_arithmetic_answer(text)
-        reason = "correct" if score == 1.0 else "unparsed" if extracted is None else "wrong"
-        out.append(Verdict(score == 1.0, reason, extracted))
-    return out
-
-
-def math_scorer(answer_format: str) -> Scorer:
-    """score_math (math-verify in the verifier pool) with `answer_format`'s extractor."""
-
-    def score(responses: list[str], records: list[PromptRecord]) -> list[Verdict]:
-
-        results = score_math(responses, [r.golds for r in records], answer_format=answer_format)
-        return [Verdict(r.score == 1.0, r.reason, r.extracted) for r in results]
-
-    return score
-
-
-def opaque_scorer(score: Callable[[list[str], list[PromptRecord]], list[float]]) -> Scorer:
-    """For tasks whose scorer returns only a reward (reasoning-gym): no extracted answer."""
-
-    def wrapped(responses: list[str], records: list[PromptRecord]) -> list[Verdict]:
-        return [Verdict(s >= 1.0, "correct" if s >= 1.0 else "wrong", None) for s in score(responses, records)]
-
-    return wrapped
-
-
-CODE_TIMEOUT_S = 5.0
-"""Wall-clock limit per sandboxed process (per case for stdio tests): task.code.timeout_s's default."""
-EXTRACTED_CHARS = 2000
-"""A code verdict keeps at most this much of the program it ran (the dump's `extracted`)."""
-
-
-def _short_program(program: str) -> str:
-    if len(program) <= EXTRACTED_CHARS:
-        return program
-    return program[:EXTRACTED_CHARS] + f"\n# ... [{len(program) - EXTRACTED_CHARS} more characters]\n"
-
-
-def code_scorer(
-    partial_credit: bool = False,
-    timeout_s: float = CODE_TIMEOUT_S,
-    memory_mb: int = 1024,
-    workers: int | None = None,
-    isolation: str = "bwrap",
-) -> Scorer:
-    """score_code (each response's program on its problem's tests, sandboxes in parallel) as
-    verdicts: correct when every case passes; reason = the sandbox's status ("correct" for
-    passed, "wrong" for failed, "error", "timeout"), or "partial" when, with `partial_credit`,
-    some but not all cases passed (every case is then run). `extracted` is the program
-    `build_program` made of the response (the prompt's prefix included), cut at
-    EXTRACTED_CHARS. The gold of each record is its CodeSpec JSON."""
-
-    def score(responses: list[str], records: list[PromptRecord]) -> list[Verdict]:
-
-        specs = [parse_code_spec(r.gold) for r in records]
-        try:
-            results = score_code(responses, specs, partial_credit=partial_credit, timeout_s=timeout_s,
-                                 memory_mb=memory_mb, workers=workers, isolation=isolation)
-        except SandboxUnavailable as err:
-            raise ConfigError(f"code benchmarks run the model's programs in the sandbox: {err}") from None
-        out = []
-        for text, spec, result in zip(responses, specs, results):
-            correct = result.score == 1.0
-            if correct:
-                reason = "correct"
-            elif partial_credit and 0 < result.passed_cases < result.total_cases:
-                reason = "partial"
-            else:
-                reason = {"passed": "correct", "failed": "wrong"}.get(result.status, result.status)
-            program = build_program(text, spec.prefix) if isinstance(text, str) else None
-            out.append(Verdict(correct, reason, None if program is None else _short_program(program)))
-        return out
-
-    return score
-
-
 def require_sandbox(what: str, isolation: str = "bwrap") -> None:
     """ConfigError (no traceback) when `what` needs the code sandbox and this machine has none."""
     if isolation == "none":
@@ -188,27 +92,13 @@ def require_sandbox(what: str, isolation: str = "bwrap") -> None:
         )
 
 
-def task_benchmark(task, task_cfg: TaskConfig) -> Benchmark:
-    """A training task's held-out set as a benchmark, scored by the task's own verifier."""
-    kind = getattr(task_cfg, "kind", None)
-    if kind == "arithmetic":
-        scorer = score_arithmetic_verdicts
-    elif kind == "dataset":
-        scorer = math_scorer(task.answer_hint)
-    elif kind == "code":  # the task's own sandbox settings (task.code), so eval scores as training rewards
-        code = getattr(task_cfg, "code", None)
-        isolation = getattr(code, "isolation", "bwrap")
-        require_sandbox(f"task {task.name!r}", isolation)
-        scorer = code_scorer(partial_credit=getattr(code, "partial_credit", False),
-                             timeout_s=getattr(code, "timeout_s", CODE_TIMEOUT_S), memory_mb=getattr(code, "memory_mb", 1024),
-                             workers=getattr(code, "workers", 0) or None, isolation=isolation)
-    else:
-        scorer = opaque_scorer(task.score)
-    return Benchmark(task.name, tuple(task.eval_records()), getattr(task, "answer_hint", "boxed"), scorer)
+def task_benchmark(task, task_cfg: TaskConfig | None = None) -> Benchmark:
+    """A training task's held-out set as a benchmark, scored by the task's own verdicts (the
+    verifier and settings training rewards come from)."""
+    return Benchmark(task.name, tuple(task.eval_records()), task.answer_hint, task.verdicts)
 
 
 def _arithmetic(options: str) -> Benchmark:
-
     fields = {"kind": "arithmetic"}
     for item in filter(None, options.split(",")):
         key, value = parse_override(item)
@@ -289,7 +179,7 @@ def _from_file(name: str, path: Path, options: DataOptions, base: FieldMap | Non
         print(f"benchmark {name}: skipped {summary.rows_skipped} of {summary.rows_read} rows of {path} (first: line {first.line}"
               f"{' field ' + repr(first.field) if first.field else ''}: {first.message})", file=sys.stderr)
     fmt = fmt or ("choice" if fields.gold_format == "choice" else "auto")
-    return Benchmark(name, tuple(records), fmt, math_scorer(fmt), summary.rows_skipped)
+    return Benchmark(name, tuple(records), fmt, math_verdicts(fmt), summary.rows_skipped)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,7 +255,6 @@ def parse_code_options(options: str, spec: str | None = None) -> dict[str, str]:
 
 
 def _code_fields(opts: dict[str, str]):
-
     fields = CODE_PRESETS[opts["preset"]] if "preset" in opts else CodeFields()
     changes: dict = {key: opts[key] for key in ("tests", "tests_format", "prompt", "messages", "entry_point", "setup", "id")
                      if key in opts}
@@ -389,14 +278,13 @@ def _code_benchmark(name: str, load, what: str, completion: bool, opts: dict[str
         first = summary.skipped[0]
         print(f"benchmark {name}: skipped {summary.rows_skipped} of {summary.rows_read} rows of {what} (first: line {first.line}"
               f"{' field ' + repr(first.field) if first.field else ''}: {first.message})", file=sys.stderr)
-    scorer = code_scorer(partial_credit=_BOOLEANS[opts.get("partial_credit", "false").lower()],
+    scorer = code_verdicts(partial_credit=_BOOLEANS[opts.get("partial_credit", "false").lower()],
                          timeout_s=float(opts.get("timeout_s", CODE_TIMEOUT_S)), memory_mb=int(opts.get("memory_mb", 1024)),
                          isolation=isolation)
     return Benchmark(name, tuple(records), "code", scorer, summary.rows_skipped, completion)
 
 
 def _humaneval(options: DataOptions, path: str | None = None) -> Benchmark:
-
     if path is None:
         return _code_benchmark("humaneval", lambda: load_humaneval(skip_bad_rows=options.skip_bad_rows), "humaneval", True)
     return _code_benchmark("humaneval", lambda: load_code_file(path, CODE_PRESETS["humaneval"], source="humaneval",
@@ -404,7 +292,6 @@ def _humaneval(options: DataOptions, path: str | None = None) -> Benchmark:
 
 
 def _code_file(spec: str, options: DataOptions) -> Benchmark:
-
     opts = parse_code_options(spec.partition(":")[2], spec)
     name = benchmark_name(spec)
     path = Path(opts["path"])
@@ -452,7 +339,7 @@ def resolve_benchmark(spec: str, data_dir: str | Path | None = None, options: Da
                 )
             return _from_file(spec, path, options, builtin.fields, builtin.answer_format)
         records, summary = _load(lambda: load_dataset_spec(spec, skip_bad_rows=options.skip_bad_rows), spec)
-        return Benchmark(spec, tuple(records), builtin.answer_format, math_scorer(builtin.answer_format), summary.rows_skipped)
+        return Benchmark(spec, tuple(records), builtin.answer_format, math_verdicts(builtin.answer_format), summary.rows_skipped)
     path = Path(spec)
     if path.is_file():
         return _from_file(_default_name(path), path, options)

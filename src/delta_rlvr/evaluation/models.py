@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from delta_rlvr.train.checkpoint import STEP_DIR, latest_checkpoint
 from delta_rlvr.errors import ConfigError
+from delta_rlvr.train.checkpoint import STEP_DIR, latest_checkpoint
 from delta_rlvr.train.config import ModelConfig, TrainConfig, load_config
 from delta_rlvr.train.policy import EMBEDDED, embedded_model_dir, load_policy
 

@@ -14,12 +14,12 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from delta_rlvr.errors import ConfigError
 from delta_rlvr.evaluation.backends import HFSampler, SamplingSettings, VLLMSampler, pick_backend
 from delta_rlvr.evaluation.benchmarks import Benchmark, DataOptions, expand_specs, resolve_benchmark
 from delta_rlvr.evaluation.dump import SampleRow, append_rows, compact_dump
 from delta_rlvr.evaluation.models import ModelSource, resolve_model
 from delta_rlvr.evaluation.report import EvalReport, build_report, write_report
-from delta_rlvr.errors import ConfigError
 from delta_rlvr.train.tasks import PromptEncoder
 
 SETTINGS_FILE = "eval_settings.json"

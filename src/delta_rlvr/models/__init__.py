@@ -19,7 +19,7 @@ from delta_rlvr.models.logprobs import (
     chunked_logprobs,
     completion_logprobs,
 )
-from delta_rlvr.models.sampling import SampleBatch, left_pad, sample_completions, valid_through_first_eos
+from delta_rlvr.models.sampling import SampleBatch, decode_completions, left_pad, sample_completions, valid_through_first_eos
 from delta_rlvr.models.sketch import CountSketch, SketchedGradients, full_gradient_sketch
 from delta_rlvr.models.smollm2 import (
     GgufSource,
@@ -34,6 +34,7 @@ __all__ = [
     "CountSketch",
     "GgufSource",
     "SampleBatch",
+    "decode_completions",
     "SketchedGradients",
     "TinyModelConfig",
     "TokenLogProbs",

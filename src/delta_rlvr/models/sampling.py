@@ -209,3 +209,9 @@ def sample_completions(
         group_index=group_index,
         eos_token_ids=eos_ids,
     )
+
+
+def decode_completions(tokenizer, batch: SampleBatch) -> list[str]:
+    """The completion text of every row, padding masked out and special tokens dropped."""
+    ids = batch.completion_ids.masked_fill(~batch.completion_mask, tokenizer.pad_token_id)
+    return tokenizer.batch_decode(ids, skip_special_tokens=True)

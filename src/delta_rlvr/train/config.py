@@ -18,8 +18,8 @@ from typing import Any, Literal
 import yaml
 
 from delta_rlvr.core import DeltaConfig, PolicyLossConfig
-from delta_rlvr.errors import ConfigError
 from delta_rlvr.core.proxies import ProxyConfig
+from delta_rlvr.errors import ConfigError
 from delta_rlvr.train.methods import METHODS
 
 Method = Literal["delta", "dapo", "grpo", "dr_grpo", "forking_tokens", "token_select"]
@@ -320,7 +320,6 @@ class TrainConfig:
 
 
 def _coefficient_methods() -> list[str]:
-
     return [name for name, spec in METHODS.items() if spec.needs_coefficients]
 
 

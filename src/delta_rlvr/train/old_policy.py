@@ -17,9 +17,9 @@ from torch import Tensor
 
 from delta_rlvr.core import DeltaStats, DeltaStream, delta_coefficients
 from delta_rlvr.core.frozen import FrozenGamma
+from delta_rlvr.errors import ConfigError
 from delta_rlvr.models import SampleBatch
 from delta_rlvr.models.token_vectors import STREAMABLE, concat_vectors, make_sketch, token_vectors
-from delta_rlvr.errors import ConfigError
 from delta_rlvr.train.config import AlgorithmConfig
 from delta_rlvr.train.rollout import PolicyRunner, StageTimer
 

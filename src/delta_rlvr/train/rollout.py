@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from delta_rlvr.data import PromptRecord
-from delta_rlvr.models import SampleBatch, completion_logprobs, sample_completions
+from delta_rlvr.models import SampleBatch, completion_logprobs, decode_completions, sample_completions
 from delta_rlvr.train.config import RolloutConfig
 from delta_rlvr.verifiers import soft_overlong_penalty
 
@@ -95,12 +95,6 @@ def prompt_text(record: PromptRecord) -> str:
     return record.question if record.question is not None else record.chat()[-1]["content"]
 
 
-def decode_completions(tokenizer, batch: SampleBatch) -> list[str]:
-    """The completion text of every row, padding masked out and special tokens dropped."""
-    ids = batch.completion_ids.masked_fill(~batch.completion_mask, tokenizer.pad_token_id)
-    return tokenizer.batch_decode(ids, skip_special_tokens=True)
-
-
 def score_rollout(tokenizer, batch: SampleBatch, records: list[PromptRecord], score: Scorer,
                   cfg: RolloutConfig) -> tuple[Tensor, Tensor]:
     """(rewards, correct) of every row: the verifier's score, plus DAPO's soft overlong penalty
@@ -109,7 +103,6 @@ def score_rollout(tokenizer, batch: SampleBatch, records: list[PromptRecord], sc
     correct = torch.tensor(score(texts, [records[g] for g in batch.group_index.tolist()]), dtype=torch.float32)
     rewards = correct.clone()
     if cfg.overlong_buffer:
-
         rewards += torch.tensor(soft_overlong_penalty(
             batch.completion_lengths.tolist(), max_length=cfg.max_new_tokens,
             buffer_length=cfg.overlong_buffer, factor=cfg.overlong_factor))  # fmt: skip

@@ -10,19 +10,28 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from delta_rlvr.data import (
+    BUILTIN_DATASETS,
+    CODE_PRESETS,
     ArithmeticConfig,
+    CodeFields,
+    FieldMap,
     PromptRecord,
     ReasoningGymTask,
-    arithmetic_problem,
     TemplateOptions,
+    arithmetic_problem,
+    arithmetic_verdicts,
+    field_map,
+    load_code_file,
+    load_file,
+    load_humaneval,
     render_prompt,
     score_arithmetic,
 )
+from delta_rlvr.data.loaders import load_hub
 from delta_rlvr.errors import ConfigError
 from delta_rlvr.train.config import TaskConfig
-from delta_rlvr.data import BUILTIN_DATASETS, CODE_PRESETS, CodeFields, FieldMap, field_map, load_code_file, load_file, load_humaneval
-from delta_rlvr.data.loaders import load_hub
 from delta_rlvr.verifiers import sandbox_isolation, score_code, score_math
+from delta_rlvr.verifiers.verdicts import Verdict, code_verdicts, math_verdicts, reward_verdicts
 
 
 class Task(Protocol):
@@ -37,6 +46,9 @@ class Task(Protocol):
 
     def score(self, completions: list[str], records: list[PromptRecord]) -> list[float]:
         """One reward in [0, 1] per completion; never raises."""
+
+    def verdicts(self, completions: list[str], records: list[PromptRecord]) -> list[Verdict]:
+        """The held-out scorer: correct or not, why, and what was extracted (eval, compare)."""
 
 
 class ArithmeticTask:
@@ -69,6 +81,9 @@ class ArithmeticTask:
 
     def score(self, completions: list[str], records: list[PromptRecord]) -> list[float]:
         return score_arithmetic(completions, [r.gold for r in records])
+
+    def verdicts(self, completions: list[str], records: list[PromptRecord]) -> list[Verdict]:
+        return arithmetic_verdicts(completions, records)
 
 
 class _ListTask:
@@ -104,6 +119,9 @@ class GymTask(_ListTask):
     def score(self, completions: list[str], records: list[PromptRecord]) -> list[float]:
         return self._gym.score(completions, records)
 
+    def verdicts(self, completions: list[str], records: list[PromptRecord]) -> list[Verdict]:
+        return reward_verdicts(self.score)(completions, records)  # gym scorers extract nothing we can show
+
 
 DATA_FILE_SUFFIXES = (".jsonl", ".json", ".ndjson", ".parquet")
 
@@ -138,7 +156,6 @@ def _load_task_file(cfg: TaskConfig, name: str, path: str, setting: str) -> list
 
 class MathDatasetTask(_ListTask):
     def __init__(self, cfg: TaskConfig) -> None:
-
         train = _load_task_file(cfg, cfg.dataset, cfg.dataset_path, "task.dataset")
         if cfg.eval_dataset or cfg.eval_path:
             evals = _load_task_file(cfg, cfg.eval_dataset or cfg.eval_path, cfg.eval_path if cfg.eval_dataset else "",
@@ -162,9 +179,11 @@ class MathDatasetTask(_ListTask):
         super().__init__(f"dataset-{name}", train, evals, cfg.seed)
 
     def score(self, completions: list[str], records: list[PromptRecord]) -> list[float]:
-
         results = score_math(completions, [r.golds for r in records], answer_format=self.answer_hint)
         return [r.score for r in results]
+
+    def verdicts(self, completions: list[str], records: list[PromptRecord]) -> list[Verdict]:
+        return math_verdicts(self.answer_hint)(completions, records)
 
 
 class CodeTask(_ListTask):
@@ -178,7 +197,6 @@ class CodeTask(_ListTask):
     answer_hint = "code"
 
     def __init__(self, cfg: TaskConfig) -> None:
-
         code = cfg.code
         if code.isolation == "bwrap":
             isolation = sandbox_isolation("bwrap")
@@ -232,12 +250,16 @@ class CodeTask(_ListTask):
         return records
 
     def score(self, completions: list[str], records: list[PromptRecord]) -> list[float]:
-
         code = self.settings
         results = score_code(completions, [r.gold for r in records], partial_credit=code.partial_credit,
                              timeout_s=code.timeout_s, memory_mb=code.memory_mb, workers=code.workers or None,
                              isolation=code.isolation)
         return [r.score for r in results]
+
+    def verdicts(self, completions: list[str], records: list[PromptRecord]) -> list[Verdict]:
+        code = self.settings
+        return code_verdicts(partial_credit=code.partial_credit, timeout_s=code.timeout_s, memory_mb=code.memory_mb,
+                             workers=code.workers or None, isolation=code.isolation)(completions, records)
 
 
 TASKS = {"arithmetic": ArithmeticTask, "reasoning_gym": GymTask, "dataset": MathDatasetTask, "code": CodeTask}

@@ -37,7 +37,7 @@ from torch import Tensor
 from delta_rlvr.core import PolicyLossConfig, group_advantages, masked_mean, policy_loss
 from delta_rlvr.core.frozen import FrozenGamma
 from delta_rlvr.core.losses import mini_batch_normaliser
-from delta_rlvr.models import SampleBatch, sample_completions
+from delta_rlvr.models import SampleBatch, decode_completions, sample_completions
 from delta_rlvr.stats.estimators import avg_at_k, mean_pass_at_k, sampling_standard_error
 from delta_rlvr.train.checkpoint import latest_checkpoint, load_state, rng_state, save_checkpoint, set_rng_state
 from delta_rlvr.train.config import TrainConfig, save_config
@@ -45,7 +45,7 @@ from delta_rlvr.train.methods import Credit, CreditInputs
 from delta_rlvr.train.metrics import MetricsWriter
 from delta_rlvr.train.old_policy import OldPolicy, ProxySketch, old_policy_pass
 from delta_rlvr.train.policy import load_policy
-from delta_rlvr.train.rollout import PolicyRunner, Rollout, StageTimer, TokenView, collect_rollout, decode_completions
+from delta_rlvr.train.rollout import PolicyRunner, Rollout, StageTimer, TokenView, collect_rollout
 from delta_rlvr.train.tasks import PromptEncoder, build_task
 
 
@@ -78,7 +78,8 @@ class Trainer:
         opt = config.optim
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=opt.lr, betas=tuple(opt.betas), weight_decay=opt.weight_decay)
         total_updates = max(1, run.max_steps * opt.mini_batches)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda i: _lr_factor(i, opt.schedule, opt.warmup_steps, total_updates))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda i: _lr_factor(i, opt.schedule, opt.warmup_steps, total_updates))
         if checkpoint is not None:
             state = load_state(checkpoint)
             self.optimizer.load_state_dict(state["optimizer"])
@@ -132,7 +133,8 @@ class Trainer:
                 finite = True
                 for rows in mini.split(opt.micro_batch_size):
                     out = self.runner.forward(batch, rows, hidden=False)
-                    pl = policy_loss(out.logp, old_logp[rows], credit.token_advantages[rows], credit.loss_mask[rows], loss_cfg, normaliser=normaliser)
+                    pl = policy_loss(out.logp, old_logp[rows], credit.token_advantages[rows], credit.loss_mask[rows], loss_cfg,
+                                     normaliser=normaliser)
                     if not torch.isfinite(pl.loss):
                         finite = False
                         break

@@ -20,10 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from delta_rlvr.data import ArithmeticConfig, arithmetic_problem
-from delta_rlvr.data import score_arithmetic
-from delta_rlvr.models import sample_completions
-
+from delta_rlvr.data import ArithmeticConfig, arithmetic_problem, score_arithmetic
+from delta_rlvr.models import decode_completions, sample_completions
 
 STYLES = ("compact", "verbose")
 #: Longest worked solution of each style for 3 two-digit terms, plus room: the rollout length.
@@ -64,10 +62,9 @@ class WarmupConfig:
 
 
 def _sample_accuracy(model, tokenizer, problems, seed, max_new_tokens: int = 40) -> float:
-
     prompts = [tokenizer(p.question)["input_ids"] for p in problems]
     batch = sample_completions(model, prompts, num_samples=1, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed)
-    texts = tokenizer.batch_decode(batch.completion_ids.masked_fill(~batch.completion_mask, tokenizer.pad_token_id), skip_special_tokens=True)
+    texts = decode_completions(tokenizer, batch)
     return sum(score_arithmetic(texts, [p.gold for p in problems])) / len(problems)
 
 

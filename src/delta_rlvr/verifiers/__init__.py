@@ -18,6 +18,7 @@ from delta_rlvr.verifiers.extract import ANSWER_EXTRACTORS, AnswerFormat, extrac
 from delta_rlvr.verifiers.math_reward import MathReason, MathResult, score_math
 from delta_rlvr.verifiers.pool import VerifierPool, configure_default_pool
 from delta_rlvr.verifiers.shaping import format_reward, soft_overlong_penalty
+from delta_rlvr.verifiers.verdicts import Scorer, Verdict, code_verdicts, math_verdicts, reward_verdicts
 
 __all__ = [
     "ANSWER_EXTRACTORS",
@@ -25,17 +26,22 @@ __all__ = [
     "CodeResult",
     "CodeSpec",
     "SandboxUnavailable",
+    "Scorer",
+    "Verdict",
     "CodeTests",
     "MathReason",
     "MathResult",
     "VerifierPool",
     "build_program",
     "check_equivalence",
+    "code_verdicts",
     "configure_default_pool",
     "extract_answer",
     "extract_code",
     "parse_code_spec",
     "format_reward",
+    "math_verdicts",
+    "reward_verdicts",
     "run_code_tests",
     "sandbox_isolation",
     "score_code",

@@ -409,7 +409,8 @@ def _function_result(tests: CodeTests, run: _Run, stop_at_first_failure: bool) -
                 problem = ("error", f"call {index}: unreadable result ({error})")
             else:
                 if not (values_match(expected, value) or _unwrapped_match(tests, expected, value)):
-                    problem = ("failed", f"call {index}: {tests.function}{_short(args)} returned {_short(value)}, expected {_short(expected)}")
+                    problem = ("failed", f"call {index}: {tests.function}{_short(args)} returned {_short(value)}, "
+                                         f"expected {_short(expected)}")
         elif kind == "E":
             problem = ("error", f"call {index}: {tests.function}{_short(args)} raised {payload[:300]}")
         elif run.outcome == "timeout":

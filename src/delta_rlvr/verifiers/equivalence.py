@@ -208,7 +208,9 @@ def _check_one(gold: str, pred: str, free_parse: list | None) -> tuple[Verdict, 
         # A gold that is a whole solution, not an answer: math-verify extracts its answer.
         gold_free, gold_text = free_text_answer(gold)
         if gold_free is not None and gold_text:
-            return _check_one(gold_text, pred, free_parse) if len(gold_text) < len(gold) else ("gold_unparsed", "math-verify could not parse the gold answer")
+            if len(gold_text) < len(gold):
+                return _check_one(gold_text, pred, free_parse)
+            return ("gold_unparsed", "math-verify could not parse the gold answer")
     if not gold_parsed_any:
         return "gold_unparsed", "math-verify could not parse the gold answer"
     if not pred_parsed_any:

@@ -5,7 +5,8 @@ For a gold G (a bare answer) and W = G with one digit changed (`perturb_digit`):
 - constants, variables and words appended to the right answer: `G pi`, `G\\pi`, `G i`,
   `G\\mathrm{i}`, `G e`, `G x`, `G or more`, `G \\text{ or more}`;
 - units and hedges appended to the wrong answer: `W cm`, `W \\text{ cm}^2`, `W or 7`, `W and 5`.
-Constants are appended only to golds that are plain numbers, and not to 0 (`0 pi` is 0). Used by `tests/verifiers/test_math_fuzz_no_false_positives.py` and
+Constants are appended only to golds that are plain numbers, and not to 0 (`0 pi` is 0). Used by
+`tests/verifiers/test_math_fuzz_no_false_positives.py` and
 `benchmarks/compare_math_verify.py`.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from delta_rlvr.verifiers.normalize import plain_number, normalize_answer
+from delta_rlvr.verifiers.normalize import normalize_answer, plain_number
 
 _CONSTANT_SUFFIXES = (" pi", "\\pi", " i", "\\mathrm{i}", " e", " x", " or more", " \\text{ or more}")
 _WRONG_SUFFIXES = (" cm", " \\text{ cm}^2", " or 7", " and 5")

@@ -35,7 +35,6 @@ from typing import Any
 import torch
 from tensordict import TensorDict
 from torch import Tensor
-
 from verl.utils import tensordict_utils as tu
 
 from delta_rlvr.core import DeltaConfig, DeltaStats, DeltaStream

@@ -15,7 +15,6 @@ import sys
 
 import hydra
 import ray
-
 from verl.trainer import main_ppo_v0
 from verl.trainer.main_ppo import run_ppo
 from verl.utils.config import validate_config

@@ -21,7 +21,6 @@ from typing import Any
 from delta_rlvr.adapters.common import DELTA_FIELDS, check_pooling, delta_config_from_prefixed
 from delta_rlvr.core import DeltaConfig
 
-
 #: the keys of the delta namespace that are the adapter's, not DeltaConfig's
 ADAPTER_KEYS: tuple[str, ...] = ("enable", "pooling", "proxy", "cache_mib", "offload_cache")
 

@@ -31,7 +31,6 @@ import os
 from typing import Any
 
 import torch
-
 from verl import DataProto
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer, compute_advantage
 from verl.trainer.ppo.reward import extract_reward

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 from tensordict import TensorDict
-
 from verl.single_controller.base.decorator import make_nd_compute_dataproto_dispatch_fn, register
 from verl.utils import tensordict_utils as tu
 from verl.utils.profiler import DistProfiler
