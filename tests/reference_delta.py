@@ -1,4 +1,4 @@
-"""A slow, literal float64 implementation of DelTA (spec section 3), kept independent of the
+"""A slow, literal float64 implementation of DelTA (the DelTA paper's method), kept independent of the
 package: explicit squared distances to both centroids (no dot-product identity), boolean
 indexing per side, torch's own variance, and a plain loop for the lagged gammas (the assignment
 temperatures).

@@ -15,7 +15,7 @@ reward function (`delta_rlvr.rewards.make_code_reward`): each completion's progr
 tests in the bubblewrap sandbox (no bwrap: SandboxUnavailable, nothing runs unsandboxed).
 Sandboxes run in parallel, one per CPU core of the process by default (`--workers`).
 
-Settings as examples/trl/train_delta_grpo.py (the paper's, spec section 5), with a shorter
+Settings as examples/trl/train_delta_grpo.py (the paper's), with a shorter
 completion budget for code.
 """
 

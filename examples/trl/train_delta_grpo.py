@@ -7,7 +7,7 @@
         --config_file examples/trl/accelerate_multi_gpu.yaml --num_processes 7 \
         examples/trl/train_delta_grpo.py --model Qwen/Qwen3-8B-Base --vllm-host 127.0.0.1
 
-Settings follow the paper (spec section 5) where TRL has them: DAPO loss (token mean),
+Settings follow the paper (the paper's training settings) where TRL has them: DAPO loss (token mean),
 clip 0.2 / 0.28, no KL, lr 1e-6 constant, weight decay 0.1, grad clip 1.0, 16 samples per
 prompt, temperature 1.0, DelTA K = 1 with coefficients in [0.8, 1.2]. TRL has no dual-clip
 (its loss is unchanged by this adapter) and no dynamic sampling (off in the paper anyway).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DelTA on verl 0.9.1, one node of 8 GPUs, with the paper's settings (spec section 5):
+# DelTA on verl 0.9.1, one node of 8 GPUs, with the paper's settings (the paper's training settings):
 # DAPO without dynamic sampling (clip 0.2 / 0.28, dual-clip 10, token-mean, soft overlong
 # penalty buffer 4096 factor 1.0), 128 prompts x 16 samples, mini-batch 32 prompts, lr 1e-6
 # constant, weight decay 0.1, grad clip 1.0, max prompt 2048 / response 20480, temperature 1.0,

@@ -25,7 +25,7 @@ def test_coefficients_are_self_normalised_and_the_cloud_averages_them_per_token(
     batch = coefficient_view(PolicyRunner(model, 1.0, 128), tok, records, PromptEncoder(tok, "raw"), task.score, settings, seed=3)
     signed = batch.mask & (batch.advantages != 0)[:, None]
     assert signed.any(), "the shipped model gets some but not all of 8 problems right"
-    # DelTA's self-normalisation: mean coefficient 1 over the batch's valid tokens (spec 3).
+    # DelTA's self-normalisation: mean coefficient 1 over the batch's valid tokens (the DelTA paper, Eq. 8).
     assert batch.coef[batch.mask].mean().item() == pytest.approx(1.0, abs=1e-5)
     # Every valid coefficient is lambda x (one batch-wide factor N / Z), lambda in [0.8, 1.2]:
     # so max / min <= 1.2 / 0.8, and the spread is not degenerate.

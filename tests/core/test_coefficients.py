@@ -1,4 +1,4 @@
-"""DelTA coefficients (spec section 3): hand-worked numbers, a float64 reference, invariants."""
+"""DelTA coefficients (the DelTA paper's method): hand-worked numbers, a float64 reference, invariants."""
 
 from __future__ import annotations
 
@@ -196,7 +196,7 @@ def test_equal_bounds_give_ones_whatever_the_batch():
 
 
 def test_a_one_sided_batch_compares_against_a_zero_centroid():
-    # No negative response: mu- = 0 / max(0, 1e-8) = 0, exactly as the spec's formula gives.
+    # No negative response: mu- = 0 / max(0, 1e-8) = 0, exactly as the paper's formula gives.
     v, adv, mask = random_batch(8, one_sided="pos")
     out = delta_coefficients(v, adv, mask)
     assert out.stats.side_tokens[1] == 0

@@ -226,7 +226,7 @@ def test_lm_head_margins_match_dense_margins_of_the_materialised_vectors(contras
     # The same contract as the dense kernel on the flattened vectors...
     reference = dense_margins(explicit.reshape(B * T, -1).float(), side, mu.reshape(2, -1), contrast)
     torch.testing.assert_close(got, reference, rtol=1e-5, atol=1e-6)
-    # ... which is the spec's definition, token by token.
+    # ... which is the definition, token by token.
     for n in range(B * T):
         v = explicit[n]
         if side[n] == 0:

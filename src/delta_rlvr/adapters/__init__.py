@@ -3,7 +3,7 @@
 - ``delta_rlvr.adapters.trl``: a ``trl.GRPOTrainer`` subclass (extra ``delta-rlvr[trl]``).
 - ``delta_rlvr.adapters.verl``: a verl worker and trainer pair (extra ``delta-rlvr[verl]``).
 
-Both rest on one fact (``../shared/spec/integrations.md``): the coefficients are positive,
+Both rest on one fact (docs/adapters.md): the coefficients are positive,
 detached and fixed for a rollout batch, and the frameworks' clipped surrogates are positively
 homogeneous in the advantage, so DelTA is a per-token advantage A x coef handed to the
 framework's own, unchanged loss. Each adapter module imports its framework at import time;

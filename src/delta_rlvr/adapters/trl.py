@@ -253,7 +253,7 @@ class _Capture:
 
 
 class DeltaGRPOTrainer(GRPOTrainer):
-    """``GRPOTrainer`` whose advantages are per token: A x coef (DelTA, spec section 3).
+    """``GRPOTrainer`` whose advantages are per token: A x coef (DelTA, the DelTA paper's method).
 
     Use exactly like ``GRPOTrainer``, with a ``DeltaGRPOConfig`` as ``args``.
     """

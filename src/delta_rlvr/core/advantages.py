@@ -1,4 +1,4 @@
-"""Group-relative advantages (spec section 1).
+"""Group-relative advantages (the DAPO objective DelTA builds on).
 
 GRPO / DAPO: A_i = (R_i - mean_g(R)) / (std_g(R) + eps), std unbiased (torch.std's default),
 eps = 1e-6. Dr.GRPO drops the division: A_i = R_i - mean_g(R).

@@ -1,4 +1,4 @@
-"""DelTA coefficients: discriminative per-token credit assignment (spec section 3), one shot.
+"""DelTA coefficients: discriminative per-token credit assignment (the DelTA paper's method), one shot.
 
 Shapes: B responses, T tokens per response, H hidden size, N = B * T flattened tokens.
 A token-gradient vector is usually a dense (B, T, H) proxy (`proxies.row_proxy`); the estimator
@@ -24,7 +24,7 @@ Design choices (numbered as in docs/implementation_details.md):
   accumulators, so that no (B, T, H)-sized temporary is ever made and sums over hundreds of
   thousands of tokens keep float64 accuracy (ledger 3).
 - The margin uses the identity ||v-mu-||^2 - ||v-mu+||^2 = 2 v.(mu+ - mu-) + ||mu-||^2 - ||mu+||^2,
-  one dot product per token (spec section 3).
+  one dot product per token (the DelTA paper's method).
 - One-shot form: 2K + 2 passes over the proxy (1 for the initial centroids, then per iteration
   one margin pass and, except after the last, one centroid pass), each pass one call of
   `TokenVectors.side_weighted_sums` or `TokenVectors.margins`; a dense tensor is wrapped in
@@ -147,7 +147,7 @@ def delta_coefficients(
     gamma: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> DeltaCoefficients:
-    """DelTA coefficients for one rollout batch (spec section 3), in one shot.
+    """DelTA coefficients for one rollout batch (the DelTA paper's method), in one shot.
 
     Args:
         vectors: (B, T, H) token-gradient proxy, see `proxies.row_proxy`. Must be finite. Or any

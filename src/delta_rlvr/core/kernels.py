@@ -35,7 +35,7 @@ from delta_rlvr.core.config import (
 )
 from delta_rlvr.core.masked import quantiles
 
-#: Floors from the spec: the side mass in a centroid's denominator and a side's margin variance.
+#: Floors of the method: the side mass in a centroid's denominator and a side's margin variance.
 MASS_EPS = 1e-8
 VAR_EPS = 1e-8
 #: Rows per chunk: 2**24 floats (64 MiB in float32) whatever the hidden size.
@@ -143,7 +143,7 @@ def margin_moments(delta: Tensor, side: Tensor) -> Tensor:
 
 def std_from_moments(moments: Tensor) -> Tensor:
     """(2,) float64 population std per side from moments (2, 3) float64 (count, sum, sum of
-    squares, as `margin_moments`), floored at sqrt(1e-8) as the spec's gamma = sqrt(max(Var,
+    squares, as `margin_moments`), floored at sqrt(1e-8) as the method's gamma = sqrt(max(Var,
     1e-8)): the measured spread that sets the assignment temperature gamma."""
     n = moments[:, 0].clamp_min(1)
     mean = moments[:, 1] / n

@@ -1,4 +1,4 @@
-"""Clipped policy-gradient surrogate with clip-higher and dual-clip (spec section 1).
+"""Clipped policy-gradient surrogate with clip-higher and dual-clip (the DAPO objective DelTA builds on).
 
 Per token, with ratio r = exp(logp - old_logp) and advantage A (per response or per token):
 
@@ -7,7 +7,7 @@ Per token, with ratio r = exp(logp - old_logp) and advantage A (per response or 
 
 Every branch is linear in A with the branch chosen by the sign of A and by r alone, so for any
 coefficient lambda > 0, loss(lambda A) = lambda loss(A): DelTA's per-token advantages A x coef
-equal weighting the per-token loss (spec section 3), dual-clip included.
+equal weighting the per-token loss (the DelTA paper's method), dual-clip included.
 
 Aggregations (`Aggregation`):
 - "token_mean" (DAPO): sum over valid tokens / number of valid tokens.

@@ -79,7 +79,7 @@ class ProxyConfig:
 
 @in_full_precision
 def row_proxy(hidden: Tensor, logp: Tensor, mask: Tensor | None = None) -> Tensor:
-    """The paper's token-gradient proxy v = (1 - p) * h, in float32 (spec section 3, paper App. F).
+    """The paper's token-gradient proxy v = (1 - p) * h, in float32 (the DelTA paper, App. F).
 
     v is the gradient of log p(y_t) with respect to the sampled token's own LM-head row.
 
@@ -195,7 +195,7 @@ def topk_hidden_proxy(
     head_bias: Tensor | None = None,
     chunk_rows: int | None = None,
 ) -> Tensor:
-    """Top-K hidden-gradient proxy v = W_y - sum_{j in topK} p~_j W_j (spec section 4).
+    """Top-K hidden-gradient proxy v = W_y - sum_{j in topK} p~_j W_j (the paper's ablation).
 
     The gradient of log p(y) wrt the hidden state is (W_y - sum_j p_j W_j) / temperature, with
     p = softmax((h W^T + b) / temperature) over the whole vocabulary. This proxy keeps only the

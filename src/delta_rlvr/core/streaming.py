@@ -4,7 +4,7 @@ For rollout batches whose hidden states do not fit in memory at once. The caller
 batch micro-batch by micro-batch, once per pass, in the same order every pass, and recomputes
 the proxy each time (for instance with a forward pass); only O(H^2) statistics persist.
 
-Pass plan (spec section 7):
+Pass plan (K + 2 passes over the batch; pass 0 is the old-log-prob pass itself):
 
     pass 0 (the old-log-prob pass):   side masses and advantage-weighted sums -> mu^(0);
                                       per side count, sum v, sum v v^T        -> gamma^(0)

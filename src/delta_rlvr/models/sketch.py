@@ -1,6 +1,6 @@
 """``full_sketch``: count-sketched full-parameter token gradients (the reference proxy).
 
-DelTA compares tokens through a cheap proxy of their gradients (spec section 3: the LM-head row
+DelTA compares tokens through a cheap proxy of their gradients (the DelTA paper's method: the LM-head row
 proxy (1 - p) h). Spec section 8 names the open question: how well does that stand in for the
 *full-parameter* gradient? This module computes the full-parameter gradient of every valid
 completion token and compresses it to D numbers, so that proxies can be audited against it.

@@ -10,7 +10,7 @@ Design choices:
   bit-identical weights on any device and do not depend on how a transformers release
   initialises modules; the caller's global RNG state is left untouched.
 - The default shape (3 layers x 128 wide, 4 query / 2 key-value heads, MLP 512, tied embeddings)
-  is the 0.75M-parameter model measured in ../shared/spec/cpu-measurements.md.
+  is the 0.75M-parameter model measured in docs/models.md.
 """
 
 from __future__ import annotations

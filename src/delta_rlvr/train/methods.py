@@ -56,7 +56,7 @@ def plain(x: CreditInputs, cfg: AlgorithmConfig) -> Credit:
 
 
 def delta(x: CreditInputs, cfg: AlgorithmConfig) -> Credit:
-    # DelTA: the DAPO loss unchanged, fed A x coef (equal to weighting the token loss, spec 3).
+    # DelTA: the DAPO loss unchanged, fed A x coef (equal to weighting the token loss, the DelTA paper's method).
     return Credit(x.advantages[:, None] * x.coef, x.mask)
 
 
