@@ -7,7 +7,7 @@ Per variant with all the seeds finished: seeds, mean avg@8, std over seeds, eval
 the mean, per-seed scores (all from `compare.summarise`), one-sided Mann-Whitney p of
 "variant > DAPO", of "DAPO > variant" and of "full DelTA > variant", the mean over steps and
 seeds of the coefficient std and 5 % / 95 % quantiles (delta/coef_*), and of the saturation ratio: the std of the final margins over the
-temperature that divides them (delta/margin_std_pos / delta/temperature_pos; about 1 when the
+temperature that divides them (delta/margin_std_pos / delta/gamma_pos; about 1 when the
 temperature is the margins' own std, large when the sigmoids saturate), and the training
 reward over the last quarter of the steps (mean over seeds). Last, the Spearman rank
 correlations over the rows between the coefficient std, that reward and the held-out score.
@@ -54,8 +54,9 @@ def coefficient_spread(label, seeds):
     for s in seeds:
         rows = [r for r in read_metrics(root / label / f"seed-{s}" / "metrics.jsonl") if "delta/coef_std" in r]
         if rows:
-            ratios = [r["delta/margin_std_pos"] / r["delta/temperature_pos"] if r.get("delta/temperature_pos") else math.nan
-                      for r in rows]
+            # delta/gamma_pos; runs logged before the rename have only its old name delta/temperature_pos
+            gammas = [r.get("delta/gamma_pos", r.get("delta/temperature_pos")) for r in rows]
+            ratios = [r["delta/margin_std_pos"] / g if g else math.nan for r, g in zip(rows, gammas)]
             per_seed.append([sum(r[k] for r in rows) / len(rows) for k in ("delta/coef_std", "delta/coef_q05", "delta/coef_q95")]
                             + [sum(ratios) / len(ratios)])
     return [sum(col) / len(col) for col in zip(*per_seed)] if per_seed else None
