@@ -123,6 +123,7 @@ class Trainer:
         algo, opt = cfg.algorithm, cfg.optim
         loss_cfg: PolicyLossConfig = replace(algo.loss, aggregation=algo.spec.aggregation or algo.loss.aggregation)
         b = old_logp.shape[0]
+        # one shuffle per step, seeded by (run seed, step): mini-batch i is the i-th chunk of it
         perm = torch.randperm(b, generator=torch.Generator().manual_seed(self._seed(self.step, 7))).to(old_logp.device)
         sums: dict[str, float] = defaultdict(float)
         updates = skipped = 0
@@ -139,7 +140,7 @@ class Trainer:
                         finite = False
                         break
                     pl.loss.backward()
-                    share = rows.numel() / mini.numel()
+                    share = rows.numel() / mini.numel()  # the clip statistics are row-weighted means
                     sums["loss"] += pl.loss.item()
                     for key in ("clip_frac_low", "clip_frac_high", "dual_clip_frac", "approx_kl", "ratio_mean"):
                         sums[key] += getattr(pl, key).item() * share / opt.mini_batches
@@ -227,6 +228,8 @@ class Trainer:
         scores = []
         bar = tqdm(total=len(records), disable=not run.progress, desc="eval", unit="problem", leave=False,
                    dynamic_ncols=True)
+        # 64 problems x k samples per generate call; the seed depends only on the chunk's
+        # position, so every evaluation of a run draws the same samples from the same weights
         for i in range(0, len(records), 64):
             chunk = records[i:i + 64]
             with self.runner.autocast_context():
@@ -297,7 +300,7 @@ class Trainer:
 
         run = self.config.run
         history = []
-        if self.step == 0 and self.interrupted is None:
+        if self.step == 0 and self.interrupted is None:  # the starting point, logged as step 0
             ev = self.evaluate()
             self.metrics.write(0, ev)
             history.append({"step": 0, **ev})
@@ -307,12 +310,14 @@ class Trainer:
                 m = self.train_step()
                 self.step += 1
                 last = self.step == run.max_steps
+                # evaluate on the cadence and at the end, but not when a signal asked us to stop
                 if ((run.eval_every and self.step % run.eval_every == 0) or last) and self.interrupted is None:
                     m.update(self.evaluate())
                 self.metrics.write(self.step, m)
                 history.append({"step": self.step, **m})
                 bar.update(1)
                 bar.set_postfix(reward=f"{m.get('reward_mean', float('nan')):.3f}", refresh=False)
+                # checkpoint on the cadence, at the end, and after the step a signal interrupted
                 if self.step % run.save_every == 0 or last or self.interrupted is not None:
                     self._save()
         finally:
