@@ -33,7 +33,6 @@ import os
 import select
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from delta_rlvr.verifiers.sandbox import (
     bwrap_command,
     create_run_cgroup,
     install_hint,
+    interpreter,
     sandbox_plan,
     seccomp_memfd,
 )
@@ -198,7 +198,7 @@ def _run_once(
             if seccomp_fd is not None:
                 child_fds.append(seccomp_fd)
             prefix = bwrap_command(plan, box=box, memory_bytes=memory_bytes, seccomp_fd=seccomp_fd, cgroup=cgroup)
-        command = [*prefix, sys.executable, "-I", "-B", "-c", _HARNESS_SOURCE, json.dumps(config)]
+        command = [*prefix, interpreter(), "-I", "-B", "-c", _HARNESS_SOURCE, json.dumps(config)]
         out_path, err_path = workdir / "stdout.txt", workdir / "stderr.txt"
         with open(stdin_path, "rb") as stdin, open(out_path, "wb") as out, open(err_path, "wb") as err:
             process = subprocess.Popen(

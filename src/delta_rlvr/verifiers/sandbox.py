@@ -288,6 +288,13 @@ class SandboxPlan:
         )
 
 
+def interpreter() -> str:
+    """This Python's path with `..` and `.` resolved: inside the sandbox only the interpreter's
+    and the venv's folders exist, so a path through another folder (`tests/../.venv/bin/python`,
+    from a relative invocation) would not."""
+    return os.path.abspath(sys.executable)
+
+
 def _python_roots() -> list[str]:
     """Directories the interpreter needs: its base prefix, the venv, the real executable's dir."""
     roots: list[str] = []
@@ -470,7 +477,7 @@ def _probe(plan: SandboxPlan) -> str | None:
         seccomp_fd = seccomp_memfd(plan)
         source = _PROBE_SOURCE.format(drop=plan.root_mode, uid=SANDBOX_UID)
         command = bwrap_command(plan, box=box, memory_bytes=64 << 20, seccomp_fd=seccomp_fd, cgroup=cgroup)
-        command += [sys.executable, "-I", "-B", "-c", source]
+        command += [interpreter(), "-I", "-B", "-c", source]
         fds = () if seccomp_fd is None else (seccomp_fd,)
         try:
             result = subprocess.run(command, capture_output=True, text=True, timeout=30, env={}, pass_fds=fds)
