@@ -74,15 +74,21 @@ class AuditConfig:
     samples: int | None = None
     """Responses per prompt (default: the config's rollout.samples_per_prompt)."""
     topk: int = 64
+    """K of the topk_hidden proxy."""
     sketch_dim: int = 16384
+    """D of the full-gradient count-sketch (the reference)."""
     sketch_seed: int = 0
+    """Seed of the sketch's hashes and signs."""
     sketch_repeat: int = 1
     """1: also sketch with seed sketch_seed + 1 (sketch-vs-sketch agreement); 0: skip it."""
     exact_tokens: int = 16
     """Tokens whose exact full gradients are kept to measure the sketch's error (0: skip)."""
     seed: int = 0
+    """Sampling seed of the batch."""
     output_dir: str = "runs/audit"
+    """Where audit.json, audit.md and the figure go."""
     device: str = "auto"
+    """"auto": cuda when available, else cpu."""
 
     def __post_init__(self) -> None:
         def check(ok: bool, option: str, value, fix: str) -> None:

@@ -63,7 +63,9 @@ def parse_method(text: str) -> MethodSpec:
 @dataclass(frozen=True)
 class CompareConfig:
     methods: tuple[MethodSpec, ...]
+    """The methods compared, each a label and its --set overrides (`parse_method`)."""
     seeds: tuple[int, ...] = (0, 1)
+    """Run seeds; every method trains once per seed."""
     config: str | None = None
     """YAML preset shared by every run (default: the embedded default)."""
     overrides: tuple[str, ...] = ()
@@ -71,11 +73,14 @@ class CompareConfig:
     baseline: str | None = None
     """Label of the method the others are tested against (default: the first)."""
     output_dir: str = "runs/compare"
+    """Run folders (<label>/seed-<s>) and the summary files."""
     eval_problems: int | None = None
     """Held-out problems per evaluation: sets task.eval_size for training too, so the held-out
     problems stay out of training. None: the config's own eval_size."""
     sampling: SamplingSettings = field(default_factory=lambda: SamplingSettings(k=16, temperature=1.0, top_p=0.7, max_new_tokens=40))
+    """Held-out sampling (k, temperature, top_p, max_new_tokens); the paper's avg@16, T 1.0, top-p 0.7."""
     progress: bool = True
+    """Progress bars on stderr."""
     name: str = "compare"
     """Stem of the summary files (several studies can share one output folder)."""
     partial: bool = False

@@ -42,6 +42,7 @@ from delta_rlvr.verifiers import math_verdicts
 @dataclass(frozen=True)
 class InspectConfig:
     model: str = "embedded:arith-tiny"
+    """Preset, Hugging Face folder, trainer checkpoint, or run folder (newest checkpoint)."""
     prompts: tuple[tuple[str, str], ...] = ()
     """(question, gold answer) pairs; empty: the task's held-out problems."""
     problems: int = 32
@@ -51,9 +52,13 @@ class InspectConfig:
     temperature: float | None = None
     """Sampling temperature (default: the run's rollout temperature)."""
     max_new_tokens: int | None = None
+    """Longest response (default: the run's rollout.max_new_tokens)."""
     seed: int = 0
+    """Sampling seed."""
     output_dir: str = "runs/inspect"
+    """Where tokens.html and token_cloud.json go."""
     color: bool = True
+    """ANSI colours in the terminal (else bracketed coefficients)."""
     show: int = 8
     """Responses printed to the terminal (the HTML page shows up to 24)."""
     min_count: int = 5
@@ -61,6 +66,7 @@ class InspectConfig:
     top: int = 10
     """Rows of the token cloud's highest and lowest lists."""
     device: str = "auto"
+    """"auto": cuda when available, else cpu."""
 
     def __post_init__(self) -> None:
         if self.samples is not None and self.samples < 2:

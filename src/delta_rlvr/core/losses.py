@@ -35,9 +35,13 @@ class PolicyLossConfig:
     """Clipping of the surrogate. Defaults: the paper's DAPO settings (0.2 / 0.28, c = 10)."""
 
     clip_low: float = 0.2
+    """eps_low: the ratio's lower clip is 1 - clip_low."""
     clip_high: float = 0.28
+    """eps_high: the upper clip is 1 + clip_high (DAPO's clip-higher)."""
     dual_clip: float | None = 10.0
+    """c > 1 of dual-clip, capping the loss of A < 0 tokens at -c A; None turns it off."""
     aggregation: Aggregation = "token_mean"
+    """token_mean (DAPO), seq_mean_token_mean (GRPO) or constant (Dr. GRPO); see the module docstring."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.clip_low < 1.0:

@@ -29,11 +29,17 @@ class ArithmeticConfig:
     """Difficulty knobs; defaults are the embedded task (three two-digit addends)."""
 
     min_terms: int = 3
+    """Fewest numbers in a problem."""
     max_terms: int = 3
+    """Most numbers in a problem."""
     min_digits: int = 2
+    """Fewest digits per number."""
     max_digits: int = 2
+    """Most digits per number."""
     operators: str = "+"
+    """The operators problems may use (a string of + - *)."""
     seed: int = 0
+    """Problem i is a fixed function of (seed, i)."""
 
     def __post_init__(self) -> None:
         if not 2 <= self.min_terms <= self.max_terms <= 16:

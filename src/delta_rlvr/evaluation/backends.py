@@ -24,9 +24,13 @@ import torch
 @dataclass(frozen=True)
 class SamplingSettings:
     k: int = 16
+    """Samples per problem (avg@k, pass@k)."""
     temperature: float = 1.0
+    """Sampling temperature (0 = greedy)."""
     top_p: float = 0.7
+    """Nucleus sampling mass (the paper's evaluation: 0.7)."""
     max_new_tokens: int = 1024
+    """Longest response, in tokens."""
 
     def __post_init__(self) -> None:
         from delta_rlvr.errors import ConfigError

@@ -33,8 +33,11 @@ class EvalConfig:
     benchmarks: tuple[str, ...] = ("arithmetic",)
     """Benchmark specs, see `delta_rlvr.evaluation.benchmarks`."""
     output_dir: str = "runs/eval"
+    """Where samples.jsonl, eval_settings.json, report.json and report.md go."""
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    """k, temperature, top_p, max_new_tokens."""
     seed: int = 0
+    """Run seed; problem i of a benchmark is sampled with a seed fixed by (seed, benchmark, i)."""
     data_dir: str | None = None
     """Folder with <name>/test.jsonl for the built-in benchmarks (else the hub)."""
     limit: int | None = None
@@ -43,10 +46,13 @@ class EvalConfig:
     """"auto": the checkpoint's training template, else "raw" for the embedded model, "chat" when
     the tokenizer has a chat template, else "plain"."""
     backend: str = "auto"
+    """"auto" (vLLM when installed with CUDA, else transformers), "hf" or "vllm"."""
     batch_problems: int = 8
     """Problems per generate call (rows = batch_problems x k)."""
     device: str = "auto"
+    """"auto": cuda when available, else cpu."""
     progress: bool = True
+    """Progress bars on stderr."""
     data: DataOptions = field(default_factory=DataOptions)
     """Field names, answer format and bad-row policy for benchmark files."""
 

@@ -50,13 +50,19 @@ def worked_solution(question: str, style: str = "compact") -> str:
 @dataclass(frozen=True)
 class WarmupConfig:
     steps: int = 3000
+    """Most supervised steps."""
     batch_size: int = 64
+    """Problems per step."""
     lr: float = 3e-3
+    """AdamW learning rate."""
     eval_every: int = 50
+    """Sampled accuracy is measured every N steps."""
     eval_problems: int = 200
+    """Held-out problems of that measurement."""
     target_accuracy: float = 0.35
     """Stop at the first evaluation whose sampled accuracy (T = 1) reaches this."""
     seed: int = 0
+    """Seed of the training problems and of torch's RNG during the warm-up."""
     style: str = "compact"
     """Worked-solution style, see `worked_solution`."""
 
