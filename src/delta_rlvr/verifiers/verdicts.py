@@ -20,6 +20,7 @@ from delta_rlvr.verifiers.math_reward import score_math
 PromptRecord = Any
 """A `delta_rlvr.data.PromptRecord` (the data layer sits above this one): scorers read `gold` / `golds`."""
 
+
 @dataclass(frozen=True)
 class Verdict:
     """The verifier's answer on one response."""
