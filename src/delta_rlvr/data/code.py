@@ -37,14 +37,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from delta_rlvr.data.loaders import _MISSING, _jsonl_rows, field_value
-from delta_rlvr.data.records import LoadSummary, PromptRecord, SkippedRow
+from delta_rlvr.data.loaders import _MISSING, _BadRow, _jsonl_rows, collect_records, field_value, parquet_rows
+from delta_rlvr.data.records import LoadSummary, PromptRecord
 from delta_rlvr.errors import DataError
 from delta_rlvr.verifiers.code_reward import CodeSpec, parse_code_spec
 
 TestsFormat = Literal["humaneval", "asserts", "stdio", "apps", "spec"]
 TESTS_FORMATS = ("humaneval", "asserts", "stdio", "apps", "spec")
-_SKIP_HINT = " [fix the row, or skip bad rows: --skip-bad-rows / task.skip_bad_rows: true; skipped rows are counted]"
 
 
 @dataclass(frozen=True)
@@ -83,12 +82,6 @@ CODE_PRESETS: dict[str, CodeFields] = {
                        show_tests=3, id="task_id"),
     "prime": CodeFields(messages="prompt", tests="reward_model.ground_truth", tests_format="apps"),
 }
-
-
-class _BadRow(Exception):
-    def __init__(self, field_name: str | None, message: str) -> None:
-        super().__init__(message)
-        self.field_name, self.message = field_name, message
 
 
 # The option that names each field: in a config / on the command line, and in CodeFields.
@@ -202,28 +195,6 @@ def _record(row: Any, line: int, fields: CodeFields, source: str) -> PromptRecor
         raise _BadRow(fields.messages or fields.prompt, str(error)) from None
 
 
-def code_rows_to_records(rows, fields: CodeFields, *, path: str, source: str, skip_bad_rows: bool):
-    records: list[PromptRecord] = []
-    skipped: list[SkippedRow] = []
-    read = 0
-    for line, row in rows:
-        read += 1
-        try:
-            if isinstance(row, Exception):  # an undecodable JSON line from the shared reader
-                raise _BadRow(None, getattr(row, "message", str(row)))
-            records.append(_record(row, line, fields, source))
-        except _BadRow as bad:
-            if not skip_bad_rows:
-                raise DataError(path, line, bad.field_name, bad.message + _SKIP_HINT) from None
-            skipped.append(SkippedRow(line, bad.field_name, bad.message))
-    if read == 0:
-        raise DataError(path, 0, None, "no rows: the file is empty")
-    if not records:
-        first = skipped[0]
-        raise DataError(path, first.line, first.field, f"every one of {read} rows is bad; first: {first.message}")
-    return records, LoadSummary(path, read, len(records), tuple(skipped))
-
-
 def _gzip_rows(path: Path) -> list[tuple[int, Any]]:
     """(line, row) of gzipped JSON lines; a line that is not JSON is a bad row, as in a .jsonl file."""
     try:
@@ -254,14 +225,7 @@ def load_code_file(
     name = path.name.lower()
     source = source or path.name.split(".")[0]
     if name.endswith(".parquet"):
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise ImportError("reading Parquet needs pyarrow: pip install 'delta-rlvr[parquet]'") from None
-        try:
-            rows = enumerate(pq.read_table(path).to_pylist(), start=1)
-        except Exception as error:  # noqa: BLE001 - pyarrow raises several types for a damaged file
-            raise DataError(str(path), 0, None, f"unreadable Parquet ({type(error).__name__}: {error})") from None
+        rows = parquet_rows(path)
     elif name.endswith(".gz"):
         rows = _gzip_rows(path)
     elif name.endswith((".jsonl", ".json", ".ndjson")):
@@ -270,7 +234,8 @@ def load_code_file(
         rows = _jsonl_rows(path)
     else:
         raise DataError(str(path), 0, None, f"unknown suffix {path.suffix!r}; use .jsonl, .json, .jsonl.gz or .parquet")
-    return code_rows_to_records(rows, fields, path=str(path), source=source, skip_bad_rows=skip_bad_rows)
+    return collect_records(rows, lambda row, line: _record(row, line, fields, source), path=str(path),
+                           skip_bad_rows=skip_bad_rows)
 
 
 def humaneval_path() -> Path:

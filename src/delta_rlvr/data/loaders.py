@@ -20,7 +20,7 @@ Optional dependencies (pyarrow, datasets) are imported inside the function that 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -188,6 +188,16 @@ def rows_to_records(
     rows: Iterable[tuple[int, Any]], fields: FieldMap, *, path: str, source: str, skip_bad_rows: bool
 ) -> tuple[list[PromptRecord], LoadSummary]:
     """Validate (line, row) pairs into records; the shared core of every loader."""
+    return collect_records(rows, lambda row, line: _record(row, line, fields, source), path=path, skip_bad_rows=skip_bad_rows)
+
+
+def collect_records(
+    rows: Iterable[tuple[int, Any]], make_record: Callable[[Any, int], PromptRecord], *, path: str, skip_bad_rows: bool
+) -> tuple[list[PromptRecord], LoadSummary]:
+    """(line, row) pairs through `make_record(row, line)`, which raises `_BadRow` for a bad row
+    (a row may also be a `_BadRow` already: a line the reader could not decode). A bad row
+    raises DataError naming the file, line and field, or is skipped and counted; a file with no
+    rows, or only bad ones, is an error either way. Math (`_record`) and code rows share it."""
     records: list[PromptRecord] = []
     skipped: list[SkippedRow] = []
     read = 0
@@ -196,7 +206,7 @@ def rows_to_records(
         try:
             if isinstance(row, _BadRow):
                 raise row
-            records.append(_record(row, line, fields, source))
+            records.append(make_record(row, line))
         except _BadRow as bad:
             if not skip_bad_rows:
                 raise DataError(path, line, bad.field_name, bad.message + _SKIP_HINT) from None
@@ -207,6 +217,21 @@ def rows_to_records(
         first = skipped[0]
         raise DataError(path, first.line, first.field, f"every one of {read} rows is bad; first: {first.message}")
     return records, LoadSummary(path, read, len(records), tuple(skipped))
+
+
+def parquet_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    """(row number, row) of a Parquet file; a damaged file is a DataError naming it."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ImportError("reading Parquet needs pyarrow: pip install 'delta-rlvr[parquet]'") from None
+    if not path.is_file():
+        raise DataError(str(path), 0, None, "no such file")
+    try:
+        table = pq.read_table(path)
+    except Exception as error:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        raise DataError(str(path), 0, None, f"unreadable Parquet ({type(error).__name__}: {error})") from None
+    return enumerate(table.to_pylist(), start=1)
 
 
 def _json_array_rows(path: Path, text: str) -> Iterator[tuple[int, Any]]:
@@ -277,18 +302,8 @@ def load_parquet(
     path: str | Path, fields: FieldMap = FieldMap(), *, source: str | None = None, skip_bad_rows: bool = False
 ) -> tuple[list[PromptRecord], LoadSummary]:
     """Records from a Parquet file; "line" in errors is the 1-based row number."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ImportError("reading Parquet needs pyarrow: pip install 'delta-rlvr[parquet]'") from None
     path = Path(path)
-    if not path.is_file():
-        raise DataError(str(path), 0, None, "no such file")
-    try:
-        table = pq.read_table(path)
-    except Exception as error:  # noqa: BLE001 - pyarrow raises several types for a damaged file
-        raise DataError(str(path), 0, None, f"unreadable Parquet ({type(error).__name__}: {error})") from None
-    rows = enumerate(table.to_pylist(), start=1)
+    rows = parquet_rows(path)
     return rows_to_records(rows, fields, path=str(path), source=source or path.stem, skip_bad_rows=skip_bad_rows)
 
 
