@@ -25,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "verifiers"))
+sys.path.insert(0, str(ROOT / "tests"))  # code_sandbox.py, which test_code_reward imports
 
 from test_code_reward import MUTANT_KINDS, chat, humaneval_problems, mutant  # noqa: E402
 

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from code_sandbox import needs_sandbox
 
 from delta_rlvr.data import PromptRecord, load_humaneval
 from delta_rlvr.data.code import humaneval_path
@@ -35,14 +36,9 @@ from delta_rlvr.rewards import (
     verl_rows,
 )
 from delta_rlvr.verifiers import score_code
-from delta_rlvr.verifiers.sandbox import sandbox_plan
 
-# Without bubblewrap the code reward refuses (SandboxUnavailable): skip, unless CI asks for the
-# sandbox with DELTA_REQUIRE_SANDBOX=1, where its absence must fail.
-_PLAN = sandbox_plan()
-if isinstance(_PLAN, str) and os.environ.get("DELTA_REQUIRE_SANDBOX") == "1":
-    raise RuntimeError(f"DELTA_REQUIRE_SANDBOX=1 but the code sandbox is unavailable: {_PLAN}")
-pytestmark = pytest.mark.skipif(isinstance(_PLAN, str), reason=f"code sandbox unavailable: {_PLAN}")
+# Without bubblewrap the code reward refuses (SandboxUnavailable): the tests skip (code_sandbox.py).
+pytestmark = needs_sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSET = ROOT / "src" / "delta_rlvr" / "assets" / "arith-tiny"

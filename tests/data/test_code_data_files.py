@@ -7,20 +7,14 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from pathlib import Path
 
 import pytest
+from code_sandbox import needs_sandbox
 
 from delta_rlvr.data import DataError
 from delta_rlvr.data.code import CODE_PRESETS, CodeFields, load_code_file
 from delta_rlvr.verifiers.code_reward import parse_code_spec, score_code
-from delta_rlvr.verifiers.sandbox import sandbox_plan
-
-_PLAN = sandbox_plan()
-if isinstance(_PLAN, str) and os.environ.get("DELTA_REQUIRE_SANDBOX") == "1":
-    raise RuntimeError(f"DELTA_REQUIRE_SANDBOX=1 but the code sandbox is unavailable: {_PLAN}")
-needs_sandbox = pytest.mark.skipif(isinstance(_PLAN, str), reason=f"code sandbox unavailable: {_PLAN}")
 
 
 def _fenced(code: str) -> str:

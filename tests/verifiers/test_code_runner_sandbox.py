@@ -5,16 +5,12 @@ import subprocess
 import time
 
 import pytest
+from code_sandbox import needs_sandbox
 
 from delta_rlvr.verifiers import CodeTests, run_code_tests, sandbox_isolation
-from delta_rlvr.verifiers.sandbox import sandbox_plan
 
-# Without bubblewrap run_code_tests refuses (tested in test_sandbox_modes.py): skip, unless CI
-# asks for the sandbox with DELTA_REQUIRE_SANDBOX=1, where its absence must fail.
-_PLAN = sandbox_plan()
-if isinstance(_PLAN, str) and os.environ.get("DELTA_REQUIRE_SANDBOX") == "1":
-    raise RuntimeError(f"DELTA_REQUIRE_SANDBOX=1 but the code sandbox is unavailable: {_PLAN}")
-pytestmark = pytest.mark.skipif(isinstance(_PLAN, str), reason=f"code sandbox unavailable: {_PLAN}")
+# Without bubblewrap run_code_tests refuses (tested in test_sandbox_modes.py): skip (code_sandbox.py).
+pytestmark = needs_sandbox
 
 ADD_TESTS = CodeTests(assert_code="assert add(1, 2) == 3\nassert add(-1, 1) == 0")
 SUM_STDIO = CodeTests(stdio=(("1 2\n", "3\n"), ("10 -4", "6")))

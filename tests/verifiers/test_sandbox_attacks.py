@@ -13,14 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from code_sandbox import PLAN, needs_sandbox
 
 from delta_rlvr.verifiers.code_runner import CodeTests, run_code_tests
-from delta_rlvr.verifiers.sandbox import SANDBOX_UID, sandbox_plan
+from delta_rlvr.verifiers.sandbox import SANDBOX_UID
 
-PLAN = sandbox_plan()
-if isinstance(PLAN, str) and os.environ.get("DELTA_REQUIRE_SANDBOX") == "1":
-    raise RuntimeError(f"DELTA_REQUIRE_SANDBOX=1 but the code sandbox is unavailable: {PLAN}")
-pytestmark = pytest.mark.skipif(isinstance(PLAN, str), reason=f"code sandbox unavailable: {PLAN}")
+pytestmark = needs_sandbox
 
 ADD_CALLS = CodeTests(function="add", calls=(((1, 2), 3), ((-1, 1), 0)))
 WRONG_ADD = "def add(a, b):\n    return a - b\n"
