@@ -19,7 +19,7 @@ def test_coefficients_are_self_normalised_and_the_cloud_averages_them_per_token(
     cfg = TrainConfig()
     model, tok, _ = load_policy(cfg.model)
     task = build_task(cfg.task)
-    bench = task_benchmark(task, cfg.task)
+    bench = task_benchmark(task)
     records = list(bench.records[:8])
     settings = inspect_settings(cfg, samples=4, temperature=1.0, max_new_tokens=40, prompts=len(records))
     batch = coefficient_view(PolicyRunner(model, 1.0, 128), tok, records, PromptEncoder(tok, "raw"), task.score, settings, seed=3)

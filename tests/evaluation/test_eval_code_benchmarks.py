@@ -318,7 +318,7 @@ def test_a_code_task_becomes_a_benchmark_scored_with_its_own_sandbox_settings(tm
                                            memory_mb=512, workers=1)
         cfg = train_config.TaskConfig(kind="code", dataset=str(path), question_field="question", eval_size=2, code=code)
         task = build_task(cfg)
-        bench = task_benchmark(task, cfg)
+        bench = task_benchmark(task)
         assert (bench.name, bench.answer_format, len(bench.records)) == ("code-sums", "code", 2)
         first = next(r for r in bench.records if "(#0)" in r.question)
         assert [(v.correct, v.reason) for v in bench.scorer([half], [first])] == [(False, reason)]
@@ -327,9 +327,6 @@ def test_a_code_task_becomes_a_benchmark_scored_with_its_own_sandbox_settings(tm
 @needs_sandbox
 def test_the_trainers_code_task_evaluates_through_task_benchmark(tmp_path):
     from delta_rlvr.train import config as train_config
-
-    if not hasattr(train_config, "CodeTaskConfig"):
-        pytest.skip("task.kind = code (train/config.CodeTaskConfig) is not in this checkout yet")
     from delta_rlvr.train.tasks import build_task
 
     rows = [dict(STDIO_ROWS[i % 2], question=f"{STDIO_ROWS[i % 2]['question']} (#{i})") for i in range(6)]
@@ -337,7 +334,7 @@ def test_the_trainers_code_task_evaluates_through_task_benchmark(tmp_path):
     cfg = train_config.TaskConfig(kind="code", dataset=str(path), question_field="question", eval_size=2,
                                   code=train_config.CodeTaskConfig(tests_field="cases", tests_format="stdio", timeout_s=3.0))
     task = build_task(cfg)
-    bench = task_benchmark(task, cfg)
+    bench = task_benchmark(task)
     assert (bench.answer_format, len(bench.records)) == ("code", 2)
     right = ["a, b = map(int, input().split())\nprint(a + b)\n", "print(int(input()) * 2)\n"]
     verdicts = bench.scorer(right, list(bench.records))

@@ -208,7 +208,7 @@ def _train_and_evaluate(cfg: CompareConfig, method: MethodSpec, seed: int, build
     config = run_config(cfg, method, seed)
     final = train_run(config)
     source = resolve_model(str(final))
-    bench = task_benchmark(build_task(config.task), config.task)
+    bench = task_benchmark(build_task(config.task))
     ev = EvalConfig(model=str(final), output_dir=str(run_dir(cfg, method, seed) / "eval"), sampling=cfg.sampling,
                     seed=seed, template=config.task.template, device=config.model.device, progress=cfg.progress)
     return evaluate(ev, [bench], source)

@@ -92,7 +92,7 @@ def require_sandbox(what: str, isolation: str = "bwrap") -> None:
         )
 
 
-def task_benchmark(task, task_cfg: TaskConfig | None = None) -> Benchmark:
+def task_benchmark(task) -> Benchmark:
     """A training task's held-out set as a benchmark, scored by the task's own verdicts (the
     verifier and settings training rewards come from)."""
     return Benchmark(task.name, tuple(task.eval_records()), task.answer_hint, task.verdicts)
@@ -104,7 +104,7 @@ def _arithmetic(options: str) -> Benchmark:
         key, value = parse_override(item)
         fields[key] = value
     cfg = build(TaskConfig, fields, "arithmetic")
-    return task_benchmark(ArithmeticTask(cfg), cfg)
+    return task_benchmark(ArithmeticTask(cfg))
 
 
 def _default_name(path: Path) -> str:

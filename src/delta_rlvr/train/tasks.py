@@ -6,7 +6,10 @@ prompts an uninterrupted one would), a fixed held-out set, and a scorer that nev
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import random
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Protocol
 
 from delta_rlvr.data import (
@@ -90,8 +93,6 @@ class _ListTask:
     """Training prompts cycled from a list in a seeded order; a separate held-out list."""
 
     def __init__(self, name: str, train: list[PromptRecord], evals: list[PromptRecord], seed: int) -> None:
-        import random
-
         if not train:
             raise ConfigError(f"task {name!r} has no training prompts")
         self.name = name
@@ -128,8 +129,6 @@ DATA_FILE_SUFFIXES = (".jsonl", ".json", ".ndjson", ".parquet")
 
 def _load_task_file(cfg: TaskConfig, name: str, path: str, setting: str) -> list[PromptRecord]:
     """Records of a built-in dataset (from its local copy `path` or the hub) or of a user file."""
-    import sys
-    from pathlib import Path
 
     if name in BUILTIN_DATASETS:
         spec = BUILTIN_DATASETS[name]
@@ -175,7 +174,7 @@ class MathDatasetTask(_ListTask):
         if cfg.gold_format == "choice":
             default_format = "choice"
         self.answer_hint = cfg.answer_format or default_format
-        name = cfg.dataset if spec is not None else __import__("pathlib").Path(cfg.dataset).stem
+        name = cfg.dataset if spec is not None else Path(cfg.dataset).stem
         super().__init__(f"dataset-{name}", train, evals, cfg.seed)
 
     def score(self, completions: list[str], records: list[PromptRecord]) -> list[float]:
@@ -217,21 +216,16 @@ class CodeTask(_ListTask):
                     "separate held-out file with task.eval_dataset=FILE"
                 )
             train, evals = train[cfg.eval_size:], train[: cfg.eval_size]
-        from pathlib import Path
 
         super().__init__(f"code-{Path(cfg.dataset).name.split('.')[0]}", train, evals, cfg.seed)
 
     @staticmethod
     def _load(cfg: TaskConfig, name: str, setting: str) -> list[PromptRecord]:
         """Records of a code file (its fields from task.code and task.question_field) or HumanEval."""
-        import sys
-        from dataclasses import replace
-
         code = cfg.code
         if name == "humaneval" and not any((code.preset, code.tests_field, code.tests_format)):
             records, summary = load_humaneval(skip_bad_rows=cfg.skip_bad_rows)
         else:
-            from pathlib import Path
 
             if not Path(name).is_file():
                 raise ConfigError(f"{setting} = {name!r}: no such code file; give a .jsonl, .json or .parquet file of code "
