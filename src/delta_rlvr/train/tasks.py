@@ -146,11 +146,29 @@ def _load_task_file(cfg: TaskConfig, name: str, path: str, setting: str) -> list
             f"{setting} = {name!r} is neither a built-in dataset ({sorted(BUILTIN_DATASETS)}) nor a data file "
             f"(.jsonl, .json or .parquet): for your own file set {setting}=path/to/file.jsonl"
         )
+    _report_skipped(summary)
+    return records
+
+
+def _report_skipped(summary) -> None:
+    """One stderr line for the bad rows a task.skip_bad_rows load skipped (never silent)."""
     if summary.rows_skipped:
         first = summary.skipped[0]
         print(f"{summary.source}: skipped {summary.rows_skipped} of {summary.rows_read} bad rows (task.skip_bad_rows; first: "
               f"line {first.line}: {first.message})", file=sys.stderr)
-    return records
+
+
+def _hold_out(train: list[PromptRecord], cfg: TaskConfig) -> tuple[list[PromptRecord], list[PromptRecord]]:
+    """(training, held-out) when no task.eval_dataset is given: the first eval_size problems are
+    held out, and a file that would leave nothing to train on is refused with the numbers."""
+    if len(train) <= cfg.eval_size:
+        raise ConfigError(
+            f"task.eval_size = {cfg.eval_size} holds out the first {cfg.eval_size} problems of {cfg.dataset} for "
+            f"evaluation, but it has {len(train)}: nothing would be left to train on. Set task.eval_size below "
+            f"{len(train)} (for example --set task.eval_size={max(1, len(train) // 5)}), or give a separate "
+            "held-out file with task.eval_dataset=FILE"
+        )
+    return train[cfg.eval_size:], train[: cfg.eval_size]
 
 
 class MathDatasetTask(_ListTask):
@@ -161,14 +179,7 @@ class MathDatasetTask(_ListTask):
                                     "task.eval_dataset")
             evals = evals[: cfg.eval_size]
         else:  # hold out the first eval_size problems of the training file
-            if len(train) <= cfg.eval_size:
-                raise ConfigError(
-                    f"task.eval_size = {cfg.eval_size} holds out the first {cfg.eval_size} problems of {cfg.dataset} for "
-                    f"evaluation, but it has {len(train)}: nothing would be left to train on. Set task.eval_size below "
-                    f"{len(train)} (for example --set task.eval_size={max(1, len(train) // 5)}), or give a separate "
-                    "held-out file with task.eval_dataset=FILE"
-                )
-            train, evals = train[cfg.eval_size:], train[: cfg.eval_size]
+            train, evals = _hold_out(train, cfg)
         spec = BUILTIN_DATASETS.get(cfg.dataset)
         default_format = spec.answer_format if spec is not None else "boxed"
         if cfg.gold_format == "choice":
@@ -209,14 +220,7 @@ class CodeTask(_ListTask):
         if cfg.eval_dataset:
             evals = self._load(cfg, cfg.eval_dataset, "task.eval_dataset")[: cfg.eval_size]
         else:
-            if len(train) <= cfg.eval_size:
-                raise ConfigError(
-                    f"task.eval_size = {cfg.eval_size} holds out the first {cfg.eval_size} problems of {cfg.dataset}, but it "
-                    f"has {len(train)}: nothing would be left to train on. Set task.eval_size below {len(train)}, or give a "
-                    "separate held-out file with task.eval_dataset=FILE"
-                )
-            train, evals = train[cfg.eval_size:], train[: cfg.eval_size]
-
+            train, evals = _hold_out(train, cfg)
         super().__init__(f"code-{Path(cfg.dataset).name.split('.')[0]}", train, evals, cfg.seed)
 
     @staticmethod
@@ -226,7 +230,6 @@ class CodeTask(_ListTask):
         if name == "humaneval" and not any((code.preset, code.tests_field, code.tests_format)):
             records, summary = load_humaneval(skip_bad_rows=cfg.skip_bad_rows)
         else:
-
             if not Path(name).is_file():
                 raise ConfigError(f"{setting} = {name!r}: no such code file; give a .jsonl, .json or .parquet file of code "
                                   "problems (or 'humaneval')")
@@ -237,10 +240,7 @@ class CodeTask(_ListTask):
             if code.complete_prompt is not None:
                 fields = replace(fields, complete_prompt=code.complete_prompt)
             records, summary = load_code_file(name, fields, skip_bad_rows=cfg.skip_bad_rows)
-        if summary.rows_skipped:
-            first = summary.skipped[0]
-            print(f"{summary.source}: skipped {summary.rows_skipped} of {summary.rows_read} bad rows (task.skip_bad_rows; "
-                  f"first: line {first.line}: {first.message})", file=sys.stderr)
+        _report_skipped(summary)
         return records
 
     def score(self, completions: list[str], records: list[PromptRecord]) -> list[float]:
