@@ -81,9 +81,9 @@ def test_the_cli_trains_on_a_code_file_as_typed(tmp_path):
 
 
 def test_without_the_sandbox_a_code_task_refuses_naming_the_opt_out(tmp_path, monkeypatch):
-    import delta_rlvr.train.tasks as tasks
+    from delta_rlvr.verifiers import code_runner
 
-    monkeypatch.setattr(tasks, "sandbox_isolation", lambda isolation="bwrap": "unavailable: bwrap not found; apt-get install bubblewrap")
+    monkeypatch.setattr(code_runner, "sandbox_plan", lambda: "bubblewrap (bwrap) is not installed")
     cfg = load_config(None, code_settings(write_problems(tmp_path / "code.jsonl"), tmp_path / "run")).task
     with pytest.raises(ConfigError, match="task.code.isolation=none"):
         build_task(cfg)

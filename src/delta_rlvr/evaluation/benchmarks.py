@@ -47,7 +47,7 @@ from delta_rlvr.data import (
 from delta_rlvr.errors import ConfigError
 from delta_rlvr.train.config import TaskConfig, build, parse_override
 from delta_rlvr.train.tasks import ArithmeticTask
-from delta_rlvr.verifiers import code_runner
+from delta_rlvr.verifiers.code_runner import require_sandbox
 from delta_rlvr.verifiers.verdicts import CODE_TIMEOUT_S, Scorer, code_verdicts, math_verdicts
 
 
@@ -77,19 +77,6 @@ class Benchmark:
         if limit is None:
             return self
         return replace(self, records=self.records[:limit])
-
-
-def require_sandbox(what: str, isolation: str = "bwrap") -> None:
-    """ConfigError (no traceback) when `what` needs the code sandbox and this machine has none."""
-    if isolation == "none":
-        return
-
-    plan = code_runner.sandbox_plan()
-    if isinstance(plan, str):
-        raise ConfigError(
-            f"{what} runs the model's programs in the code sandbox, which is unavailable here: {plan}. Install "
-            "bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap) and run it again"
-        )
 
 
 def task_benchmark(task) -> Benchmark:

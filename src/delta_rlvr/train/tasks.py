@@ -33,7 +33,8 @@ from delta_rlvr.data import (
 from delta_rlvr.data.loaders import load_hub
 from delta_rlvr.errors import ConfigError
 from delta_rlvr.train.config import TaskConfig
-from delta_rlvr.verifiers import sandbox_isolation, score_code, score_math
+from delta_rlvr.verifiers import score_code, score_math
+from delta_rlvr.verifiers.code_runner import require_sandbox
 from delta_rlvr.verifiers.verdicts import Verdict, code_verdicts, math_verdicts, reward_verdicts
 
 
@@ -208,13 +209,8 @@ class CodeTask(_ListTask):
 
     def __init__(self, cfg: TaskConfig) -> None:
         code = cfg.code
-        if code.isolation == "bwrap":
-            isolation = sandbox_isolation("bwrap")
-            if isolation.startswith("unavailable"):
-                raise ConfigError(
-                    f"task.kind = code runs the policy's programs, and the sandbox is {isolation}. Install it, or set "
-                    "task.code.isolation=none for code you trust (UNSAFE: a policy can then reach your files and network)"
-                )
+        require_sandbox("task.kind = code", code.isolation,
+                        fix="set task.code.isolation=none for code you trust (UNSAFE: a policy can then reach your files and network)")
         self.settings = code
         train = self._load(cfg, cfg.dataset, "task.dataset")
         if cfg.eval_dataset:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from delta_rlvr.errors import SandboxUnavailable
+from delta_rlvr.errors import ConfigError, SandboxUnavailable
 from delta_rlvr.verifiers import _value_codec
 from delta_rlvr.verifiers.sandbox import (
     SANDBOX_UID,
@@ -128,6 +128,21 @@ def sandbox_isolation(isolation: Isolation = "bwrap") -> str:
     if isinstance(plan, str):
         return f"unavailable: {plan}; {install_hint()}"
     return plan.describe()
+
+
+def require_sandbox(what: str, isolation: str = "bwrap", fix: str = "") -> None:
+    """ConfigError (printed without a traceback) when `what` will run untrusted programs and this
+    machine has no sandbox; the message says what is missing, how to install it, and `fix`
+    (the caller's opt-out, if it has one). Called where a run is set up, before any model loads."""
+    if isolation == "none":
+        return
+    plan = sandbox_plan()
+    if isinstance(plan, str):
+        raise ConfigError(
+            f"{what} runs the model's programs in the code sandbox, which is unavailable here: {plan}. Install "
+            "bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap) and run it again"
+            + (f", or {fix}" if fix else "")
+        )
 
 
 def _require_plan(isolation: str) -> SandboxPlan | None:
