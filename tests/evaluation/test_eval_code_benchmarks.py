@@ -133,7 +133,7 @@ def test_eval_humaneval_and_a_code_file_from_the_command_line_exits_0(tmp_path):
 
 @needs_sandbox
 @needs_humaneval
-def test_code_scorer_accepts_canonical_humaneval_solutions_and_names_what_went_wrong():
+def test_code_verdicts_accept_canonical_humaneval_solutions_and_name_what_went_wrong():
     bench = resolve_benchmark("humaneval")
     assert (len(bench.records), bench.answer_format, bench.completion) == (164, "code", True)
     canonical = _canonical(5)
