@@ -1,6 +1,7 @@
 """The golden runs: fixed-seed 3-step runs of every method (and the step's other paths) on the
-embedded model. `tests/train/test_golden_runs.py` checks that they still log these metrics;
-regenerate the file only for a change that is meant to change the numbers:
+embedded model, in float64 (`model.dtype=float64`). `tests/train/test_golden_runs.py` checks
+that they still log these metrics; regenerate the file only for a change that is meant to
+change the numbers:
 
     python tests/train/golden.py   # rewrites tests/train/data/golden_metrics.json
 """
@@ -17,6 +18,11 @@ BASE = [
     "rollout.prompts_per_step=4", "rollout.samples_per_prompt=4", "task.eval_size=8", "run.eval_samples=2",
     "run.progress=false", "run.threads=1", "optim.lr=1e-3", "run.max_steps=3", "run.eval_every=0",
     "run.save_every=100", "run.tensorboard=false",
+    # float64 so the numbers hold on any CPU: in float32, vector width, BLAS kernels and even the
+    # memory alignment of one process's tensors move the metrics by up to 1e-4 (relative) after
+    # two updates; in float64 by at most 8e-7 (the core's per-row float32 quantities), see
+    # test_golden_runs.py
+    "model.dtype=float64",
 ]
 
 RUNS: dict[str, list[str]] = {
@@ -35,12 +41,12 @@ RUNS: dict[str, list[str]] = {
 }
 
 
-def run_metrics(name: str, out: Path) -> list[dict]:
-    """The metrics a golden run logs, without wall times."""
+def run_metrics(name: str, out: Path, extra: list[str] = ()) -> list[dict]:
+    """The metrics a golden run logs (with `extra` overrides), without wall times."""
     from delta_rlvr.train import Trainer, load_config
     from delta_rlvr.train.metrics import read_metrics
 
-    Trainer(load_config(None, [*BASE, *RUNS[name], f"run.output_dir={out}"])).train()
+    Trainer(load_config(None, [*BASE, *RUNS[name], *extra, f"run.output_dir={out}"])).train()
     return [{k: v for k, v in row.items() if not k.startswith("time/")} for row in read_metrics(out / "metrics.jsonl")]
 
 

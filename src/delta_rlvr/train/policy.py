@@ -27,7 +27,7 @@ def pick_device(spec: str) -> torch.device:
 
 def load_policy(cfg: ModelConfig, checkpoint: Path | None = None):
     """(model, tokenizer, device). Weights are kept in float32 (bf16 is used through autocast on
-    CUDA, so the optimizer updates float32 master weights)."""
+    CUDA, so the optimizer updates float32 master weights), or in float64 with model.dtype=float64."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = pick_device(cfg.device)
@@ -55,6 +55,7 @@ def load_policy(cfg: ModelConfig, checkpoint: Path | None = None):
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
+    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.eval(), tokenizer, device
