@@ -1,10 +1,11 @@
 """Runs inside the sandbox, before and around the untrusted solution.
 
 The parent passes `_value_codec.py` + this file's *source* with `python -I -B -c`, so the sandbox
-never needs the package directory. argv[1] is a JSON config: mode (stdio|assert|function), box
-(where solution.py, tests.py, calls.json are; read-only in the sandbox), workdir (the cwd),
-memory/cpu/fsize/nproc limits, drop_uid (root mode: the uid to become before the solution is
-read), audit_hook (isolation="none" only), function name, nonce_fd, status_fd.
+never needs the package directory. argv[1] is a JSON config: mode (stdio|function|serve), box
+(where solution.py and calls.json are; read-only in the sandbox), workdir (the cwd),
+memory (0: none, the cgroup limits the tree)/cpu/fsize/nproc limits, drop_uid (root mode: the
+uid to become before the solution is read), audit_hook (isolation="none" only), function name,
+nonce_fd, status_fd, and for "serve" request_fd/reply_fd.
 
 Order matters: limits, read the inputs, drop root, then the solution.
 
@@ -12,8 +13,10 @@ The status pipe carries lines `<nonce> <word> ...`: the nonce, read from a pipe 
 never sees directly, marks that the harness (not a premature `sys.exit(0)`) wrote the status.
 It is a guard against accidents, not a boundary: code running in this process can find the
 nonce and the pipe (walking frames, reading /proc/self/fd) and write any status. That is why
-function-style results are compared in the parent, and stdio output too; only assert-style
-tests (which run here) can be forged.
+nothing decided here is trusted: function-style results and stdio output are compared in the
+parent, and in "serve" mode (assert-style tests) the tests run in another sandboxed process
+(`_test_harness.py`) that sends each call here as a request line and compares the reply, plain
+data, itself. No test code, expected value or verdict channel is ever in this process.
 """
 
 import builtins
@@ -90,14 +93,13 @@ def _read(path):
 def _main():
     config = json.loads(sys.argv[1])
     mode, box = config["mode"], config["box"]
-    _limit(resource.RLIMIT_AS, config["memory"])
+    if config["memory"]:  # no cgroup: the per-process address-space limit is the only one
+        _limit(resource.RLIMIT_AS, config["memory"])
     _limit(resource.RLIMIT_CPU, config["cpu"])
     _limit(resource.RLIMIT_FSIZE, config["fsize"])
     _limit(resource.RLIMIT_CORE, 0)
     _limit(resource.RLIMIT_NPROC, config["nproc"])
     source = _read(os.path.join(box, "solution.py"))
-    if mode == "assert":
-        source += "\n\n" + _read(os.path.join(box, "tests.py"))
     calls = json.loads(_read(os.path.join(box, "calls.json"))) if mode == "function" else []
     nonce = os.read(config["nonce_fd"], 64).decode()
     os.close(config["nonce_fd"])
@@ -107,15 +109,17 @@ def _main():
     os.chdir(config["workdir"])
     if config["audit_hook"]:
         _install_audit_hook(config["workdir"])
-    code = compile(source, "solution.py", "exec")
     namespace = {"__name__": "__main__", "__builtins__": builtins}
+    if mode == "serve":
+        _serve(source, namespace, config)  # never returns
+    code = compile(source, "solution.py", "exec")
     outcome = "ok"
     try:
         exec(code, namespace)
         if mode == "function":
             _call_each(namespace, config["function"], calls, nonce, status)
     except SystemExit as stop:
-        # A stdin/stdout program may end with sys.exit(0); assert-style code must reach its end.
+        # A stdin/stdout program may end with sys.exit(0); function-style code must reach its end.
         if mode != "stdio" or stop.code not in (None, 0):
             outcome = "error SystemExit" if mode == "stdio" else "error SystemExit before the tests finished"
     except AssertionError:
@@ -147,6 +151,62 @@ def _call_each(namespace, name, calls, nonce, status):
             line = f"E {index} {type(error).__name__}: {str(error)[:200]!r}"
         status.write(f"{nonce} {line}\n")
         status.flush()
+
+
+def _serve(source, namespace, config):
+    """Assert-style tests: run the program, say whether it ran, then answer call requests
+    (`[name, args, kwargs]` in the codec's tagged form, one JSON line each) with one JSON line
+    each: ["R", value] | ["E", type, message] (an exception) | ["X", type, message] (a
+    BaseException that is not an Exception: SystemExit, KeyboardInterrupt) | ["N", why] (the
+    value is not plain data). Ends when the test process closes the request pipe. Whatever the
+    program writes here only decides its own answers: the tests compare them elsewhere."""
+    requests = os.fdopen(config["request_fd"], "rb")
+    replies = os.fdopen(config["reply_fd"], "w", encoding="ascii")
+
+    def reply(message):
+        replies.write(json.dumps(message, ensure_ascii=True, separators=(",", ":")) + "\n")
+        replies.flush()
+
+    try:
+        exec(compile(source, "solution.py", "exec"), namespace)
+    except SystemExit:
+        reply(["fail", "SystemExit: the program exited before the tests ran"])
+        os._exit(0)
+    except BaseException as error:  # noqa: BLE001 - report any failure of untrusted code
+        where = f" (line {error.lineno})" if isinstance(error, SyntaxError) and error.lineno else ""
+        reply(["fail", f"{type(error).__name__}: {str(error)[:300]}{where}"])
+        os._exit(0)
+    reply(["ready"])
+    while True:
+        line = requests.readline()
+        if not line:
+            os._exit(0)
+        name, args, kwargs = json.loads(line)
+        function = namespace.get(name)
+        if not callable(function):
+            reply(["E", "NameError", f"name {name!r} is not defined by the program"])
+            continue
+        try:
+            value = function(*decode_value(args), **decode_value(kwargs))  # noqa: F821 - from _value_codec.py
+        except Exception as error:  # noqa: BLE001 - the call raised: the tests may expect it
+            reply(["E", type(error).__name__, str(error)[:300]])
+            continue
+        except BaseException as error:  # noqa: BLE001 - SystemExit etc.: never a result
+            reply(["X", type(error).__name__, str(error)[:300]])
+            continue
+        try:
+            tree = encode_value(value)  # noqa: F821 - from _value_codec.py
+        except BaseException as error:  # noqa: BLE001 - a hostile __iter__/__int__, too deep, not plain data
+            reply(["N", f"{name} returned {_kind(value)}, which is not plain data ({type(error).__name__}: {str(error)[:200]})"])
+            continue
+        reply(["R", tree])
+
+
+def _kind(value):
+    try:
+        return "a " + type(value).__name__
+    except BaseException:  # noqa: BLE001 - nothing about a hostile object is trusted
+        return "a value"
 
 
 _main()

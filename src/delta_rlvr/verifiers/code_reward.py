@@ -85,7 +85,7 @@ class CodeSpec:
             return CodeTests(stdio=self.cases)
         if self.style == "function":
             return CodeTests(function=self.function, calls=self.calls, accept_unwrapped=self.accept_unwrapped)
-        return CodeTests(assert_code=self.code)
+        return CodeTests(assert_code=self.code, assert_prefix=self.prefix)
 
     @property
     def case_count(self) -> int:
