@@ -5,7 +5,7 @@ import subprocess
 import time
 
 import pytest
-from code_sandbox import needs_sandbox
+from code_sandbox import PLAN, needs_sandbox
 
 from delta_rlvr.verifiers import CodeTests, run_code_tests, sandbox_isolation
 
@@ -62,9 +62,46 @@ def test_an_output_flood_is_cut_off():
     assert result.status == "error"
 
 
-def test_a_memory_hog_fails_with_an_error():
-    result = run_code_tests("block = bytearray(8 * 1024 ** 3)\n", ADD_TESTS, memory_mb=512)
-    assert result.status == "error" and "MemoryError" in result.detail
+def test_a_memory_hog_fails_with_an_error_naming_the_limit():
+    result = run_code_tests("block = b'x' * (8 * 1024 ** 3)\n", ADD_TESTS, memory_mb=512)
+    assert result.status == "error", result
+    if PLAN.cgroups is not None:  # the cgroup's OOM killer ends it, and the detail says so
+        assert "memory limit, 512 MB" in result.detail, result
+    else:  # RLIMIT_AS per process: the allocation fails
+        assert "MemoryError" in result.detail, result
+
+
+def test_threads_are_not_limited_by_address_space():
+    # 40 threads reserve 40 x 8 MiB of stack plus malloc arenas: far past 512 MB of address
+    # space (RLIMIT_AS let about 14 start), far below 512 MB resident
+    if PLAN.cgroups is None:
+        pytest.skip("no cgroup here: memory is limited per process by RLIMIT_AS, which also limits threads")
+    solution = (
+        "import threading\n"
+        "def spawn(n):\n"
+        "    barrier = threading.Barrier(n + 1)\n"
+        "    threads = [threading.Thread(target=barrier.wait) for _ in range(n)]\n"
+        "    for thread in threads:\n"
+        "        thread.start()\n"
+        "    barrier.wait()\n"
+        "    for thread in threads:\n"
+        "        thread.join()\n"
+        "    return n\n"
+    )
+    result = run_code_tests(solution, CodeTests(function="spawn", calls=(((40,), 40),)), memory_mb=512, max_processes=64)
+    assert result.status == "passed", result
+
+
+def test_the_file_size_limit_is_a_setting():
+    # a 4 MiB scratch file in the private /tmp is fine by default (the limit was 1 MiB) ...
+    solution = "def write(n):\n    open('/tmp/scratch', 'wb').write(b'x' * n)\n    import os\n    return os.path.getsize('/tmp/scratch')\n"
+    four = CodeTests(function="write", calls=(((4 << 20,), 4 << 20),))
+    assert run_code_tests(solution, four).status == "passed"
+    # ... and past max_file_bytes the process is killed (SIGXFSZ): an error
+    result = run_code_tests(solution, four, max_file_bytes=1 << 20)
+    assert result.status == "error", result
+    with pytest.raises(ValueError, match="max_file_bytes=0"):
+        run_code_tests(solution, four, max_file_bytes=0)
 
 
 def test_forked_children_do_not_outlive_the_run(tmp_path):
