@@ -1,7 +1,8 @@
 """Runs inside the sandbox, before and around the untrusted solution.
 
 The parent passes `_value_codec.py` + this file's *source* with `python -I -B -c`, so the sandbox
-never needs the package directory. argv[1] is a JSON config: mode (stdio|function|serve), box
+never needs the package directory. argv[1] is the config, `marshal` bytes in hex (the parent's,
+trusted; marshal is built in, json would cost a start-up import): mode (stdio|function|serve), box
 (where solution.py and calls.json are; read-only in the sandbox), workdir (the cwd),
 memory (0: none, the cgroup limits the tree)/cpu/fsize/nproc limits, drop_uid (root mode: the
 uid to become before the solution is read), audit_hook (isolation="none" only), function name,
@@ -20,10 +21,12 @@ data, itself. No test code, expected value or verdict channel is ever in this pr
 """
 
 import builtins
+import marshal
 import os
 import resource
 import sys
-import traceback  # imported before the solution runs: it may exhaust memory or break imports
+
+traceback = None  # imported by _main before the solution runs (it may exhaust memory or break imports); not in serve mode
 
 
 def _limit(kind, value):
@@ -91,8 +94,12 @@ def _read(path):
 
 
 def _main():
-    config = json.loads(sys.argv[1])
+    global traceback
+    config = marshal.loads(bytes.fromhex(sys.argv[1]))
     mode, box = config["mode"], config["box"]
+    if mode != "serve":
+        import json  # noqa: F401 - for dumps_value, before the solution runs
+        import traceback
     if config["memory"]:  # no cgroup: the per-process address-space limit is the only one
         _limit(resource.RLIMIT_AS, config["memory"])
     _limit(resource.RLIMIT_CPU, config["cpu"])
@@ -100,7 +107,7 @@ def _main():
     _limit(resource.RLIMIT_CORE, 0)
     _limit(resource.RLIMIT_NPROC, config["nproc"])
     source = _read(os.path.join(box, "solution.py"))
-    calls = json.loads(_read(os.path.join(box, "calls.json"))) if mode == "function" else []
+    calls = sys.modules["json"].loads(_read(os.path.join(box, "calls.json"))) if mode == "function" else []
     nonce = os.read(config["nonce_fd"], 64).decode()
     os.close(config["nonce_fd"])
     status = os.fdopen(config["status_fd"], "w")
@@ -155,16 +162,17 @@ def _call_each(namespace, name, calls, nonce, status):
 
 def _serve(source, namespace, config):
     """Assert-style tests: run the program, say whether it ran, then answer call requests
-    (`[name, args, kwargs]` in the codec's tagged form, one JSON line each) with one JSON line
-    each: ["R", value] | ["E", type, message] (an exception) | ["X", type, message] (a
-    BaseException that is not an Exception: SystemExit, KeyboardInterrupt) | ["N", why] (the
-    value is not plain data). Ends when the test process closes the request pipe. Whatever the
-    program writes here only decides its own answers: the tests compare them elsewhere."""
+    (`[name, args, kwargs]` in the codec's tagged form, as marshal bytes behind an 8-byte
+    length; marshal only reads what the trusted test process wrote) with one JSON line each:
+    ["R", value] | ["E", type, message] (an exception) | ["X", type, message] (a BaseException
+    that is not an Exception: SystemExit, KeyboardInterrupt) | ["N", why] (the value is not
+    plain data). Ends when the test process closes the request pipe. Whatever the program
+    writes here only decides its own answers: the tests compare them elsewhere."""
     requests = os.fdopen(config["request_fd"], "rb")
     replies = os.fdopen(config["reply_fd"], "w", encoding="ascii")
 
     def reply(message):
-        replies.write(json.dumps(message, ensure_ascii=True, separators=(",", ":")) + "\n")
+        replies.write(_json(message) + "\n")
         replies.flush()
 
     try:
@@ -173,15 +181,14 @@ def _serve(source, namespace, config):
         reply(["fail", "SystemExit: the program exited before the tests ran"])
         os._exit(0)
     except BaseException as error:  # noqa: BLE001 - report any failure of untrusted code
-        where = f" (line {error.lineno})" if isinstance(error, SyntaxError) and error.lineno else ""
-        reply(["fail", f"{type(error).__name__}: {str(error)[:300]}{where}"])
+        reply(["fail", f"{type(error).__name__}: {str(error)[:300]}"])  # a SyntaxError names its line
         os._exit(0)
     reply(["ready"])
     while True:
-        line = requests.readline()
-        if not line:
+        header = requests.read(8)
+        if len(header) < 8:
             os._exit(0)
-        name, args, kwargs = json.loads(line)
+        name, args, kwargs = marshal.loads(requests.read(int.from_bytes(header, "big")))
         function = namespace.get(name)
         if not callable(function):
             reply(["E", "NameError", f"name {name!r} is not defined by the program"])
@@ -200,6 +207,33 @@ def _serve(source, namespace, config):
             reply(["N", f"{name} returned {_kind(value)}, which is not plain data ({type(error).__name__}: {str(error)[:200]})"])
             continue
         reply(["R", tree])
+
+
+_ESCAPES = {code: f"\\u{code:04x}" for code in range(32)}
+_ESCAPES.update({ord('"'): '\\"', ord("\\"): "\\\\", 127: "\\u007f"})
+
+
+def _json(tree):
+    """JSON text (ASCII) of a tree of lists, str and bool, without importing json."""
+    if tree is True:
+        return "true"
+    if tree is False:
+        return "false"
+    if type(tree) is str:
+        if tree.isascii():
+            return '"' + tree.translate(_ESCAPES) + '"'
+        parts = []
+        for char in tree:
+            code = ord(char)
+            if code < 128:
+                parts.append(char.translate(_ESCAPES))
+            elif code < 0x10000:
+                parts.append(f"\\u{code:04x}")
+            else:
+                code -= 0x10000
+                parts.append(f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}")
+        return '"' + "".join(parts) + '"'
+    return "[" + ",".join(_json(item) for item in tree) + "]"
 
 
 def _kind(value):

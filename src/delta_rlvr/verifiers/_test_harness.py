@@ -18,6 +18,8 @@ read or a program that went away marks the run as broken: the verdict is then "f
 """
 
 import builtins
+import json
+import marshal
 import os
 import resource
 import signal
@@ -57,7 +59,7 @@ class _Calls:
     """The request/reply pipes to the solution's process, and what went wrong on them."""
 
     def __init__(self, request_fd, reply_fd):
-        self.requests = os.fdopen(request_fd, "w", encoding="ascii")
+        self.requests = os.fdopen(request_fd, "wb")
         self.replies = os.fdopen(reply_fd, "rb")
         self.broken = None  # (outcome, why) once the program stopped being a function
         self.calls = 0
@@ -68,7 +70,7 @@ class _Calls:
             return None
         if not line.endswith(b"\n"):
             raise ValueError(f"a reply longer than {_LINE_LIMIT} bytes")
-        return json.loads(line)  # noqa: F821 - json: imported by _value_codec.py
+        return json.loads(line)
 
     def start(self):
         """None when the program ran, else why not."""
@@ -94,11 +96,11 @@ class _Calls:
             raise _ProgramBroke(self.broken[1])
         self.calls += 1
         try:
-            request = json.dumps([name, encode_value(args), encode_value(kwargs)], separators=(",", ":"))  # noqa: F821
-        except TypeError as error:
+            request = marshal.dumps([name, encode_value(args), encode_value(kwargs)])  # noqa: F821 - from _value_codec.py
+        except (TypeError, ValueError) as error:
             self.fail("error", f"the tests pass {name} an argument that cannot reach the program's process ({error})")
         try:
-            self.requests.write(request + "\n")
+            self.requests.write(len(request).to_bytes(8, "big") + request)
             self.requests.flush()
             reply = self.line()
         except (OSError, ValueError, RecursionError) as error:
@@ -178,7 +180,7 @@ def _run_job(job, request_fd, reply_fd, verdict_fd):
     elif outcome == "ok" and not calls.calls and job["names"]:
         outcome, detail = "error", "the tests never called the program"
     try:
-        verdict.write(json.dumps({"outcome": outcome, "detail": detail, "calls": calls.calls}) + "\n")  # noqa: F821
+        verdict.write(json.dumps({"outcome": outcome, "detail": detail, "calls": calls.calls}) + "\n")
         verdict.flush()
     except OSError:
         pass  # the parent stopped listening (its deadline passed)
@@ -198,11 +200,11 @@ def _receive(channel):
             return None
         chunks.append(chunk)
         left -= len(chunk)
-    return json.loads(b"".join(chunks)), fds  # noqa: F821
+    return json.loads(b"".join(chunks)), fds
 
 
 def _main():
-    config = json.loads(sys.argv[1])  # noqa: F821
+    config = json.loads(sys.argv[1])
     if config["memory"]:  # no cgroup: the per-process address-space limit is the only one
         _limit(resource.RLIMIT_AS, config["memory"])
     _limit(resource.RLIMIT_FSIZE, config["fsize"])

@@ -28,6 +28,7 @@ and deletes the temp dir afterwards.
 from __future__ import annotations
 
 import json
+import marshal
 import math
 import os
 import select
@@ -249,7 +250,7 @@ def _start(
             "request_fd": serve_fds[0] if serve_fds else None,
             "reply_fd": serve_fds[1] if serve_fds else None,
         }
-        command = [*prefix, interpreter(), "-I", "-B", "-c", _HARNESS_SOURCE, json.dumps(config)]
+        command = [*prefix, interpreter(), "-I", "-B", "-c", _HARNESS_SOURCE, marshal.dumps(config).hex()]
         out_path, err_path = workdir / "stdout.txt", workdir / "stderr.txt"
         with open(stdin_path, "rb") as stdin, open(out_path, "wb") as out, open(err_path, "wb") as err:
             process = subprocess.Popen(
