@@ -361,3 +361,21 @@ def test_the_three_hacks_that_worked_score_0_on_all_164_humaneval_problems(human
     record_property("hack_passes", len(passed))
     assert len(scores) == 164
     assert passed == [], f"{hack} through {ROTATION[hack]}: {len(passed)} of 164 scored: {passed}"
+
+
+# --------------------------------------------------------------------------- which names are stubs
+
+
+def test_the_tests_call_the_program_only_through_names_they_do_not_define():
+    from delta_rlvr.verifiers.assert_process import forwarded_names
+
+    # MBPP: the asserts' function; builtins and the tests' own names stay in the test process
+    assert forwarded_names("import math\nx = 3\nassert add(x, 1) == 4\nassert math.isclose(len([1]), 1)\n") == (("add",), "")
+    # HumanEval: check(candidate) is called on the entry point; the prompt's implemented helper
+    # (poly) runs from the problem, its docstring-only stub (find_zero) is the program's
+    prompt = ("import math\n\ndef poly(xs, x):\n    return sum(c * x ** i for i, c in enumerate(xs))\n\n"
+              "def find_zero(xs):\n    import math\n    '''a zero of poly'''\n")
+    tests = "def check(candidate):\n    assert abs(poly([1, 2], candidate([1, 2]))) < 1e-6\n\ncheck(find_zero)\n"
+    assert forwarded_names(tests, prompt) == (("find_zero",), prompt)
+    # a prefix that is not a program by itself does not run in the test process
+    assert forwarded_names("assert f(1) == 1\n", "def f(a):\n") == (("f",), "")

@@ -173,3 +173,30 @@ def test_threads_subprocesses_and_multiprocessing_still_work():
     )
     tests = CodeTests(function="probe", calls=(((3,), ([3], "3", [3, 3])),))
     assert run_code_tests(solution, tests).status == "passed"
+
+
+def test_assert_tests_see_the_programs_values_exactly_as_plain_data():
+    # what a call returns crosses to the test process by the value codec: the same value and
+    # type, for strings needing escapes, non-BMP and lone surrogates, -0.0, huge ints, nesting
+    values = ['a"b\\c\n\t\x00\x7f', "é€😀", "\ud800x", b"\x00\xff", -0.0, 10 ** 400, (1, [2, {3: frozenset({4})}]), 1 + 2j,
+              None, True]
+    solution = f"VALUES = {values!r}\ndef f(i):\n    return VALUES[i]\n"
+    tests = "import math\n" + "".join(
+        f"value = f({i})\nassert value == {v!r} and type(value) is type({v!r})\n" for i, v in enumerate(values))
+    tests += "assert math.copysign(1, f(4)) == -1\nassert f(i=9) is True\n"
+    result = run_code_tests(solution, CodeTests(assert_code=tests))
+    assert result.status == "passed", result
+
+
+def test_exceptions_of_the_program_reach_the_tests_as_builtin_ones():
+    solution = "def f(x):\n    if x < 0:\n        raise ValueError('negative')\n    return x\n"
+    tests = "try:\n    f(-1)\nexcept ValueError as error:\n    assert str(error) == 'negative'\nelse:\n    assert False\nassert f(2) == 2\n"
+    assert run_code_tests(solution, CodeTests(assert_code=tests)).status == "passed"
+    # StopIteration is not passed on as itself: it would silently end a loop or map() of the tests
+    stopper = "def f(x):\n    raise StopIteration\n"
+    assert run_code_tests(stopper, CodeTests(assert_code="assert all(map(f, [1, 2]))\n")).status == "error"
+
+
+def test_a_value_the_tests_cannot_send_is_an_error_not_a_pass():
+    result = run_code_tests("def f(g):\n    return 1\n", CodeTests(assert_code="assert f(lambda: 0) == 1\n"))
+    assert result.status == "error" and "cannot reach the program's process" in result.detail, result

@@ -202,7 +202,7 @@ class TestWorker:
         self._buffer = b""
 
     def send(self, job: dict, fds: list[int]) -> None:
-        payload = json.dumps(job, ensure_ascii=False).encode("utf-8")
+        payload = json.dumps(job).encode("ascii")
         socket.send_fds(self.channel, [f"{len(payload):<16}".encode("ascii")], fds)
         self.channel.sendall(payload)
 
