@@ -6,7 +6,8 @@ trusted; marshal is built in, json would cost a start-up import): mode (stdio|fu
 (where solution.py and calls.json are; read-only in the sandbox), workdir (the cwd),
 memory (0: none, the cgroup limits the tree)/cpu/fsize/nproc limits, drop_uid (root mode: the
 uid to become before the solution is read), audit_hook (isolation="none" only), function name,
-nonce_fd, status_fd, and for "serve" request_fd/reply_fd.
+nonce_fd, status_fd, and for "serve" request_fd/reply_fd and imports (the tests' import
+statements, run after the program).
 
 Order matters: limits, read the inputs, drop root, then the solution.
 
@@ -177,6 +178,8 @@ def _serve(source, namespace, config):
 
     try:
         exec(compile(source, "solution.py", "exec"), namespace)
+        if config["imports"]:  # the tests' imports, as if program, setup and tests shared a namespace
+            exec(compile(config["imports"], "test-imports.py", "exec"), namespace)
     except SystemExit:
         reply(["fail", "SystemExit: the program exited before the tests ran"])
         os._exit(0)

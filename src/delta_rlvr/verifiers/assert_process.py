@@ -35,6 +35,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from delta_rlvr.verifiers.sandbox import SandboxPlan, bwrap_command, create_run_cgroup, interpreter, seccomp_memfd
@@ -126,6 +127,16 @@ def _top_level_bindings(tree: ast.Module) -> tuple[set[str], set[str]]:
         binder.visit(statement)
         bound |= binder.bound
     return bound, stubs
+
+
+@functools.lru_cache(maxsize=8192)
+def imports_of_tests(tests: str) -> str:
+    """The test code's top-level import statements (MBPP's setup code is mostly these). They
+    also run in the program's process, after the program, as when program, setup and tests
+    shared one namespace: a program may use `math` that the setup imported. Only imports
+    cross: no assert, no expected value."""
+    tree = ast.parse(tests, "tests.py")
+    return "".join(ast.unparse(node) + "\n" for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom)))
 
 
 @functools.lru_cache(maxsize=8192)
@@ -247,16 +258,23 @@ class TestWorker:
 _lock = threading.Lock()
 _idle: list[TestWorker] = []
 _owner = os.getpid()
+_spawner: ThreadPoolExecutor | None = None
+"""Starts every test worker from one long-lived thread: bwrap's --die-with-parent ends a
+sandbox when the *thread* that started it exits, and score_code's threads end with each batch."""
 
 
 def acquire(plan: SandboxPlan | None, memory_mb: int, max_file_bytes: int) -> TestWorker:
     """An idle test worker of these settings, or a new one (OSError when it cannot start)."""
-    global _owner
+    global _owner, _spawner
     key = (id(plan), memory_mb, max_file_bytes)
     with _lock:
-        if _owner != os.getpid():  # a forked child: the parent's workers are not ours
+        if _owner != os.getpid():  # a forked child: the parent's workers and thread are not ours
             _idle.clear()
+            _spawner = None
             _owner = os.getpid()
+        if _spawner is None:
+            _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-worker-spawner")
+        spawner = _spawner
         for index, worker in enumerate(_idle):
             if worker.key == key:
                 del _idle[index]
@@ -264,7 +282,7 @@ def acquire(plan: SandboxPlan | None, memory_mb: int, max_file_bytes: int) -> Te
                     return worker
                 worker.kill()
                 break
-    return TestWorker(plan, memory_mb, max_file_bytes)
+    return spawner.submit(TestWorker, plan, memory_mb, max_file_bytes).result()
 
 
 def release(worker: TestWorker, healthy: bool) -> None:

@@ -206,6 +206,7 @@ def _start(
     max_file_bytes: int,
     max_processes: int,
     serve_fds: tuple[int, int] | None = None,
+    imports: str = "",
     **_: object,
 ) -> _Started:
     """Start the harness once in the sandbox (`serve_fds`: the request and reply pipe ends of
@@ -249,6 +250,7 @@ def _start(
             "status_fd": status_write,
             "request_fd": serve_fds[0] if serve_fds else None,
             "reply_fd": serve_fds[1] if serve_fds else None,
+            "imports": imports,
         }
         command = [*prefix, interpreter(), "-I", "-B", "-c", _HARNESS_SOURCE, marshal.dumps(config).hex()]
         out_path, err_path = workdir / "stdout.txt", workdir / "stderr.txt"
@@ -306,6 +308,7 @@ def _assert_result(plan: SandboxPlan | None, workdir: Path, tests: CodeTests, li
     process (`assert_process`) whose stubs call it; the test process writes the verdict."""
     try:
         names, prefix = assert_process.forwarded_names(tests.assert_code, tests.assert_prefix)
+        imports = assert_process.imports_of_tests(tests.assert_code)
     except (SyntaxError, ValueError) as error:
         return CodeResult("error", 0.0, 0, 1, f"the tests do not compile: {error}")
     request_read, request_write = os.pipe()
@@ -318,7 +321,7 @@ def _assert_result(plan: SandboxPlan | None, workdir: Path, tests: CodeTests, li
     deadline = time.monotonic() + limits["timeout_s"]
     try:
         try:
-            started = _start(plan, workdir, "serve", "", serve_fds=(request_read, reply_write), **limits)
+            started = _start(plan, workdir, "serve", "", serve_fds=(request_read, reply_write), imports=imports, **limits)
         except BaseException:
             os.close(request_read)
             os.close(reply_write)
