@@ -9,11 +9,12 @@ Test styles (as in HumanEval+/MBPP+/LiveCodeBench):
   (`_value_codec.py`); this process rebuilds it from builtins and compares it with the expected
   value. The expected values never enter the sandbox, and nothing the solution defines (a
   custom `__eq__`, a forged status line) takes part in the comparison;
-- assert-style: the solution followed by test code (plain `assert`s, or a HumanEval
-  `check(candidate)` plus the call) in one process; AssertionError = failed. These run inside
-  the sandboxed interpreter together with the solution, so a hostile solution CAN make them
-  pass (an object whose `__eq__` is always True, or writing the harness's status itself after
-  finding its nonce by walking frames). Use function-style or stdio tests for RL rewards.
+- assert-style: test code (plain `assert`s, or a HumanEval `check(candidate)` plus the call)
+  runs in a separate sandboxed test process (`assert_process.py`), never with the solution:
+  the solution's process runs the program and answers calls; in the test process the names
+  the tests call are stubs that send the arguments there and rebuild the returned value as
+  plain data, so the comparison is between builtins; AssertionError = failed. Only the test
+  process holds the verdict pipe, and the solution's process never has the tests.
 
 Isolation (`sandbox.py`, `sandbox_isolation()` says what is in use): bubblewrap with an
 unprivileged uid, no capabilities, no_new_privs, seccomp, own pid/net/ipc/uts/mount namespaces,
@@ -22,7 +23,9 @@ read-only system and interpreter, a private /tmp, and memory/process limits on t
 `run_code_tests` raises SandboxUnavailable saying what to install; isolation="none" runs the
 code with rlimits and an audit hook only, which does NOT hold against hostile code.
 The parent enforces the wall-clock limit by SIGKILLing the process group (and the cgroup),
-and deletes the temp dir afterwards.
+and deletes the temp dir afterwards. Memory is limited by the cgroup alone where there is one
+(threads are not limited by address space), by RLIMIT_AS per process otherwise; every file the
+program writes by RLIMIT_FSIZE = `max_file_bytes`.
 """
 
 from __future__ import annotations
@@ -495,7 +498,7 @@ def run_code_tests(
         process (RLIMIT_AS) instead. Also the size cap of the private /tmp.
     max_output_bytes: stdout beyond this is an error.
     max_file_bytes: the largest file the program may write (RLIMIT_FSIZE: its stdout, a
-        file in its private /tmp); writing past it kills the process (status error).
+        file in its private /tmp); a write past it fails (EFBIG), usually an error.
     max_processes: processes + threads the tree may have besides the interpreter.
     isolation: "bwrap" (default; raises SandboxUnavailable when it cannot be provided) or
         "none" (UNSAFE: rlimits and an audit hook only, for code you trust).
