@@ -403,8 +403,7 @@ STDIO_HOSTILE = {
 def test_hostile_responses_score_0_never_raise_and_are_bounded_in_time():
     calls = CodeSpec("function", function="add", calls=(((1, 2), 3), ((2, 2), 4)))
     asserts = CodeSpec("assert", code="assert add(1, 2) == 3\nassert add(2, 2) == 4\n")
-    cases = [(name, text, spec) for name, text in HOSTILE.items() for spec in (calls, asserts)
-             if not (name == "always-equal object" and spec is asserts)]  # assert-style is forgeable (documented)
+    cases = [(name, text, spec) for name, text in HOSTILE.items() for spec in (calls, asserts)]
     cases += [(name, text, SUM) for name, text in STDIO_HOSTILE.items()]
     cases += [("not text", None, calls), ("bytes", b"def add(a, b): return a + b", asserts)]
     started = time.monotonic()

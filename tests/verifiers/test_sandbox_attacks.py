@@ -330,12 +330,11 @@ def test_a_status_forged_by_walking_the_stack_does_not_pass_stdio_tests():
     assert result.status == "failed", result
 
 
-def test_assert_style_tests_remain_forgeable_as_documented():
-    # The limit stated in docs/verifiers_and_data.md: assert code runs inside the sandboxed
-    # interpreter with the solution, so a forged status passes it. RL rewards should use
-    # function-style or stdio tests.
+def test_a_status_forged_by_walking_the_stack_does_not_pass_assert_tests():
+    # assert code runs in a separate test process: nothing the solution writes is a verdict
+    # (tests/verifiers/test_code_reward_hacks.py attacks the new boundary itself)
     result = run_code_tests(WRONG_ADD + FORGE_STATUS, CodeTests(assert_code="assert add(2, 2) == 4"))
-    assert result.status == "passed"
+    assert result.status == "error" and result.score == 0.0, result
 
 
 ALWAYS_EQUAL = """
@@ -356,8 +355,11 @@ def test_a_value_whose_eq_is_always_true_does_not_pass_function_tests():
     assert result.status == "error" and "not plain data" in result.detail, result
     result = run_code_tests(ALWAYS_EQUAL, CodeTests(function="add", calls=(((-1, 1), 0),)))
     assert result.status == "failed" and "returned -2" in result.detail, result
-    # against assert tests the same object passes: documented, see above
-    assert run_code_tests(ALWAYS_EQUAL, CodeTests(assert_code="assert add(1, 2) == 3")).status == "passed"
+    # against assert tests too: the test process gets plain data, never the object
+    result = run_code_tests(ALWAYS_EQUAL, CodeTests(assert_code="assert add(1, 2) == 3"))
+    assert result.status == "failed" and "not plain data" in result.detail, result
+    result = run_code_tests(ALWAYS_EQUAL, CodeTests(assert_code="assert add(-1, 1) == 0"))
+    assert result.status == "failed" and "line 1" in result.detail, result
 
 
 def test_the_program_runs_unprivileged_in_its_own_namespaces():

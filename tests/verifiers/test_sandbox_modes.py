@@ -87,6 +87,10 @@ out['bomb'] = run(bomb, CodeTests(stdio=(('', '2000'),)), max_processes=8).detai
 escape = ("import ctypes, errno\nlibc = ctypes.CDLL(None, use_errno=True)\nr1 = libc.unshare(0x10000000 | 0x00020000)\ne1 = ctypes.get_errno()\n"
           "r2 = libc.mount(None, b'/usr', None, 32 | 4096, None)\ne2 = ctypes.get_errno()\nprint(r1, errno.errorcode[e1], r2, errno.errorcode[e2])\n")
 out['escape'] = run(escape, CodeTests(stdio=(('', '0'),))).detail
+ASSERTS = CodeTests(assert_code='assert add(1, 2) == 3\n')  # the test process in a user namespace too
+out['asserts'] = [run(s, ASSERTS).status for s in ('def add(a, b):\n    return a + b\n', 'def add(a, b):\n    return a - b\n',
+                  'class E:\n    def __eq__(s, o):\n        return True\ndef add(a, b):\n    return E()\n')]
+importlib.import_module('delta_rlvr.verifiers.assert_process').shutdown()  # idle test processes end
 import time
 time.sleep(0.3)
 mine = os.getpid()
@@ -129,6 +133,7 @@ def test_a_non_root_caller_gets_a_user_namespace_sandbox_with_rlimit_process_lim
     assert out["isolation"].startswith("bubblewrap") and "user namespace" in out["isolation"], out
     assert "RLIMIT_NPROC" in out["isolation"], out
     assert (out["right"], out["wrong"]) == ("passed", "failed"), out
+    assert out["asserts"] == ["passed", "failed", "failed"], out
     assert f"wrong output '65534 {'0' * 16} 1 2 2" in out["identity"], out
     born = int(out["bomb"].split("'")[1].split()[0])
     assert born <= 8 and "BlockingIOError" in out["bomb"], out

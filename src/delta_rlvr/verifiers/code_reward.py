@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from delta_rlvr.verifiers import _value_codec
-from delta_rlvr.verifiers.code_runner import CodeResult, CodeTests, Isolation, run_code_tests
+from delta_rlvr.verifiers.code_runner import DEFAULT_MAX_FILE_BYTES, CodeResult, CodeTests, Isolation, run_code_tests
 
 CodeStyle = Literal["stdio", "function", "assert"]
 STYLES = ("stdio", "function", "assert")
@@ -85,7 +85,7 @@ class CodeSpec:
             return CodeTests(stdio=self.cases)
         if self.style == "function":
             return CodeTests(function=self.function, calls=self.calls, accept_unwrapped=self.accept_unwrapped)
-        return CodeTests(assert_code=self.code)
+        return CodeTests(assert_code=self.code, assert_prefix=self.prefix)
 
     @property
     def case_count(self) -> int:
@@ -327,10 +327,12 @@ def score_code(
     memory_mb: int = 1024,
     workers: int | None = None,
     isolation: Isolation = "bwrap",
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> list[CodeResult]:
     """Run each response's program on its problem's tests; one CodeResult per response, in order.
 
     The result's `score` is the reward: 1.0 / 0.0, or passed / total with `partial_credit`.
+    max_file_bytes: the largest file a program may write (its stdout too; see run_code_tests).
     Nothing a response does raises; a spec that cannot be read raises ValueError (a data
     problem), and a machine without the sandbox raises SandboxUnavailable before any code runs.
     """
@@ -351,7 +353,7 @@ def score_code(
                               f"the program is not valid Unicode ({error.reason} at character {error.start}); nothing ran")
         result = run_code_tests(
             program, spec.tests(), timeout_s=timeout_s, memory_mb=memory_mb,
-            stop_at_first_failure=not partial_credit, isolation=isolation,
+            stop_at_first_failure=not partial_credit, isolation=isolation, max_file_bytes=max_file_bytes,
         )  # fmt: skip
         if partial_credit and result.total_cases:
             return CodeResult(result.status, result.passed_cases / result.total_cases, result.passed_cases,

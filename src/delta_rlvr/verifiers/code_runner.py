@@ -9,11 +9,12 @@ Test styles (as in HumanEval+/MBPP+/LiveCodeBench):
   (`_value_codec.py`); this process rebuilds it from builtins and compares it with the expected
   value. The expected values never enter the sandbox, and nothing the solution defines (a
   custom `__eq__`, a forged status line) takes part in the comparison;
-- assert-style: the solution followed by test code (plain `assert`s, or a HumanEval
-  `check(candidate)` plus the call) in one process; AssertionError = failed. These run inside
-  the sandboxed interpreter together with the solution, so a hostile solution CAN make them
-  pass (an object whose `__eq__` is always True, or writing the harness's status itself after
-  finding its nonce by walking frames). Use function-style or stdio tests for RL rewards.
+- assert-style: test code (plain `assert`s, or a HumanEval `check(candidate)` plus the call)
+  runs in a separate sandboxed test process (`assert_process.py`), never with the solution:
+  the solution's process runs the program and answers calls; in the test process the names
+  the tests call are stubs that send the arguments there and rebuild the returned value as
+  plain data, so the comparison is between builtins; AssertionError = failed. Only the test
+  process holds the verdict pipe, and the solution's process never has the tests.
 
 Isolation (`sandbox.py`, `sandbox_isolation()` says what is in use): bubblewrap with an
 unprivileged uid, no capabilities, no_new_privs, seccomp, own pid/net/ipc/uts/mount namespaces,
@@ -22,12 +23,15 @@ read-only system and interpreter, a private /tmp, and memory/process limits on t
 `run_code_tests` raises SandboxUnavailable saying what to install; isolation="none" runs the
 code with rlimits and an audit hook only, which does NOT hold against hostile code.
 The parent enforces the wall-clock limit by SIGKILLing the process group (and the cgroup),
-and deletes the temp dir afterwards.
+and deletes the temp dir afterwards. Memory is limited by the cgroup alone where there is one
+(threads are not limited by address space), by RLIMIT_AS per process otherwise; every file the
+program writes by RLIMIT_FSIZE = `max_file_bytes`.
 """
 
 from __future__ import annotations
 
 import json
+import marshal
 import math
 import os
 import select
@@ -40,9 +44,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from delta_rlvr.errors import ConfigError, SandboxUnavailable
-from delta_rlvr.verifiers import _value_codec
+from delta_rlvr.verifiers import _value_codec, assert_process
 from delta_rlvr.verifiers.sandbox import (
     SANDBOX_UID,
+    RunCgroup,
     SandboxPlan,
     bwrap_command,
     create_run_cgroup,
@@ -70,6 +75,9 @@ _HARNESS_SOURCE = (_HERE / "_value_codec.py").read_text(encoding="utf-8") + "\n"
     _HERE / "_sandbox_harness.py"
 ).read_text(encoding="utf-8")
 FLOAT_TOLERANCE = 1e-9  # relative and absolute, for floats inside function-style results
+DEFAULT_MAX_FILE_BYTES = 64 << 20
+"""RLIMIT_FSIZE of sandboxed programs: 64 MiB per file (stdout included; /tmp is also capped
+at memory_mb as a whole, and its pages count against the memory limit)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,9 @@ class CodeTests:
 
     stdio: tuple[tuple[str, str], ...] = ()
     assert_code: str = ""
+    assert_prefix: str = ""
+    """Assert-style: the problem's own code the test process runs before the tests (a
+    HumanEval prompt's imports and helpers); the names it implements are not forwarded."""
     function: str = ""
     calls: tuple[tuple[tuple[Any, ...], Any], ...] = ()
     accept_unwrapped: bool = False
@@ -164,7 +175,29 @@ class _Run:
     results: dict[int, tuple[str, str]]  # function-style: index -> ('R', json) or ('E', message)
 
 
-def _run_once(
+@dataclass
+class _Started:
+    """A sandboxed harness process that is running, and what the parent holds of it."""
+
+    process: subprocess.Popen
+    cgroup: RunCgroup | None
+    status_read: int
+    nonce: str
+    out_path: Path
+    err_path: Path
+
+    def stop(self) -> None:
+        """SIGKILL the process group and the cgroup; close the status pipe."""
+        _kill_group(self.process)
+        if self.cgroup is not None:
+            self.cgroup.destroy()
+            self.cgroup = None
+        if self.status_read >= 0:
+            os.close(self.status_read)
+            self.status_read = -1
+
+
+def _start(
     plan: SandboxPlan | None,
     workdir: Path,
     mode: str,
@@ -173,10 +206,14 @@ def _run_once(
     function: str,
     timeout_s: float,
     memory_mb: int,
-    max_output_bytes: int,
+    max_file_bytes: int,
     max_processes: int,
-) -> _Run:
-    """Run the harness once and collect what came back."""
+    serve_fds: tuple[int, int] | None = None,
+    imports: str = "",
+    **_: object,
+) -> _Started:
+    """Start the harness once in the sandbox (`serve_fds`: the request and reply pipe ends of
+    "serve" mode, handed to the child and closed here)."""
     box = workdir / "box"
     stdin_path = workdir / "stdin.txt"
     stdin_path.write_text(stdin_text, encoding="utf-8")
@@ -188,23 +225,8 @@ def _run_once(
     os.close(nonce_write)
     cgroup = None
     seccomp_fd = None
-    child_fds = [nonce_read, status_write]
+    child_fds = [nonce_read, status_write, *(serve_fds or ())]
     inside = plan is not None
-    config = {
-        "mode": mode,
-        "box": "/box" if inside else str(box),
-        "workdir": "/tmp" if inside else str(box),
-        "memory": memory_bytes,
-        "cpu": int(timeout_s) + 1,
-        "fsize": max_output_bytes,
-        # root mode: per host uid (shared by concurrent sandboxes); user namespace: per sandbox
-        "nproc": max_processes + 2 if inside else 256,
-        "drop_uid": SANDBOX_UID if inside and plan.root_mode else None,
-        "audit_hook": not inside,
-        "function": function,
-        "nonce_fd": nonce_read,
-        "status_fd": status_write,
-    }
     prefix: list[str] = []
     try:
         if plan is not None:
@@ -213,34 +235,157 @@ def _run_once(
             if seccomp_fd is not None:
                 child_fds.append(seccomp_fd)
             prefix = bwrap_command(plan, box=box, memory_bytes=memory_bytes, seccomp_fd=seccomp_fd, cgroup=cgroup)
-        command = [*prefix, interpreter(), "-I", "-B", "-c", _HARNESS_SOURCE, json.dumps(config)]
+        config = {
+            "mode": mode,
+            "box": "/box" if inside else str(box),
+            "workdir": "/tmp" if inside else str(box),
+            # with a cgroup the memory limit is the tree's (threads are not limited by address
+            # space); without one, RLIMIT_AS per process is all there is
+            "memory": 0 if cgroup is not None else memory_bytes,
+            "cpu": int(timeout_s) + 1,
+            "fsize": max_file_bytes,
+            # root mode: per host uid (shared by concurrent sandboxes); user namespace: per sandbox
+            "nproc": max_processes + 2 if inside else 256,
+            "drop_uid": SANDBOX_UID if inside and plan.root_mode else None,
+            "audit_hook": not inside,
+            "function": function,
+            "nonce_fd": nonce_read,
+            "status_fd": status_write,
+            "request_fd": serve_fds[0] if serve_fds else None,
+            "reply_fd": serve_fds[1] if serve_fds else None,
+            "imports": imports,
+        }
+        command = [*prefix, interpreter(), "-I", "-B", "-c", _HARNESS_SOURCE, marshal.dumps(config).hex()]
         out_path, err_path = workdir / "stdout.txt", workdir / "stderr.txt"
         with open(stdin_path, "rb") as stdin, open(out_path, "wb") as out, open(err_path, "wb") as err:
             process = subprocess.Popen(
                 command, stdin=stdin, stdout=out, stderr=err, cwd=box, env={} if inside else _plain_env(box),
                 pass_fds=tuple(child_fds), start_new_session=True,
             )  # fmt: skip
-        for fd in child_fds:
-            os.close(fd)
-        child_fds = []
-        status_bytes, timed_out = _collect(process, status_read, time.monotonic() + timeout_s, max(max_output_bytes, 1 << 16))
-        _kill_group(process)
-    finally:
-        for fd in child_fds:
-            os.close(fd)
+    except BaseException:
         os.close(status_read)
         if cgroup is not None:
             cgroup.destroy()
-    stdout = _read_capped(out_path, max_output_bytes)
-    stderr = _read_capped(err_path, 4000)
-    outcome, results = _parse_status(status_bytes.decode("utf-8", errors="replace"), nonce)
+        raise
+    finally:
+        for fd in child_fds:
+            os.close(fd)
+    return _Started(process, cgroup, status_read, nonce, out_path, err_path)
+
+
+def _run_once(plan: SandboxPlan | None, workdir: Path, mode: str, stdin_text: str, **limits) -> _Run:
+    """Run the harness once and collect what came back."""
+    max_output_bytes = limits["max_output_bytes"]
+    started = _start(plan, workdir, mode, stdin_text, **limits)
+    try:
+        status_bytes, timed_out = _collect(started.process, started.status_read, time.monotonic() + limits["timeout_s"],
+                                           max(max_output_bytes, 1 << 16))
+        oom = started.cgroup is not None and started.cgroup.oom_killed()
+    finally:
+        started.stop()
+    stdout = _read_capped(started.out_path, max_output_bytes)
+    stderr = _read_capped(started.err_path, 4000)
+    outcome, results = _parse_status(status_bytes.decode("utf-8", errors="replace"), started.nonce)
     if timed_out:
         return _Run("timeout", stdout, stderr, results)
     if outcome is None:
-        size = out_path.stat().st_size
-        why = "output limit" if size >= max_output_bytes else f"exit code {process.returncode}"
+        size = started.out_path.stat().st_size
+        why = ("output limit" if size >= max_output_bytes else
+               f"the memory limit ({limits['memory_mb']} MB for the process tree)" if oom else
+               f"exit code {started.process.returncode}")
         return _Run(f"error no status from the harness ({why})", stdout, stderr, results)
+    if _size_over(started.out_path, max_output_bytes):
+        return _Run("error output limit", stdout, stderr, results)
     return _Run(outcome, stdout, stderr, results)
+
+
+def _size_over(path: Path, limit: int) -> bool:
+    try:
+        return path.stat().st_size > limit
+    except OSError:
+        return False
+
+
+def _assert_result(plan: SandboxPlan | None, workdir: Path, tests: CodeTests, limits: dict) -> CodeResult:
+    """Assert-style tests: the program in one sandbox ("serve" mode), the tests in a test
+    process (`assert_process`) whose stubs call it; the test process writes the verdict."""
+    try:
+        names, prefix = assert_process.forwarded_names(tests.assert_code, tests.assert_prefix)
+        imports = assert_process.imports_of_tests(tests.assert_code)
+    except (SyntaxError, ValueError) as error:
+        return CodeResult("error", 0.0, 0, 1, f"the tests do not compile: {error}")
+    request_read, request_write = os.pipe()
+    reply_read, reply_write = os.pipe()
+    verdict_read, verdict_write = os.pipe()
+    host_fds = [request_write, reply_read, verdict_write]
+    started: _Started | None = None
+    worker = None
+    healthy = False
+    deadline = time.monotonic() + limits["timeout_s"]
+    try:
+        try:
+            started = _start(plan, workdir, "serve", "", serve_fds=(request_read, reply_write), imports=imports, **limits)
+        except BaseException:
+            os.close(request_read)
+            os.close(reply_write)
+            raise
+        try:
+            worker = assert_process.acquire(plan, limits["memory_mb"], limits["max_file_bytes"])
+            worker.send({"prefix": prefix, "tests": tests.assert_code, "names": list(names), "cpu": int(limits["timeout_s"]) + 2},
+                        host_fds)
+        except OSError as error:
+            return CodeResult("error", 0.0, 0, 1, f"the test process could not be started: {error}")
+        finally:
+            for fd in host_fds:
+                os.close(fd)
+            host_fds = []
+        verdict, timed_out = _read_until_eof(verdict_read, deadline, 1 << 16)
+        oom = started.cgroup is not None and started.cgroup.oom_killed()
+        started.stop()
+        healthy = worker.wait_done(2.0)
+    finally:
+        for fd in host_fds:
+            os.close(fd)
+        os.close(verdict_read)
+        if started is not None:
+            started.stop()
+        if worker is not None:
+            assert_process.release(worker, healthy)
+    stderr = _read_capped(started.err_path, 4000)
+    try:
+        body = json.loads(verdict.decode("utf-8"))
+        outcome, detail = body["outcome"], body["detail"]
+    except (ValueError, KeyError, TypeError):
+        if timed_out:
+            return CodeResult("timeout", 0.0, 0, 1, "wall-clock limit")
+        return CodeResult("error", 0.0, 0, 1, "the test process ended without a verdict (its memory or time limit)")
+    if outcome == "ok":
+        return CodeResult("passed", 1.0, 1, 1)
+    if oom:
+        detail += f" (the program hit the memory limit, {limits['memory_mb']} MB for its process tree)"
+    if outcome == "failed":
+        return CodeResult("failed", 0.0, 0, 1, detail)
+    if timed_out:
+        return CodeResult("timeout", 0.0, 0, 1, f"wall-clock limit ({detail})")
+    return CodeResult("error", 0.0, 0, 1, f"{detail} {stderr[-300:]}".strip())
+
+
+def _read_until_eof(fd: int, deadline: float, limit: int) -> tuple[bytes, bool]:
+    """What a pipe carries until every writer is gone (or `limit` bytes); (bytes, timed out)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return b"".join(chunks), True
+        if not select.select([fd], [], [], left)[0]:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks), False
 
 
 def _plain_env(box: Path) -> dict[str, str]:
@@ -342,13 +487,18 @@ def run_code_tests(
     stop_at_first_failure: bool = True,
     max_processes: int = 64,
     isolation: Isolation = "bwrap",
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> CodeResult:
     """Run `solution` on `tests` in the sandbox; never raises for anything the solution does.
 
-    timeout_s: wall-clock limit per process (per case for stdio tests).
-    memory_mb: memory of the whole process tree (cgroup), and the address-space limit of
-        each process (RLIMIT_AS); also the size cap of the private /tmp.
-    max_output_bytes: stdout beyond this kills the process (status error).
+    timeout_s: wall-clock limit per process (per case for stdio tests; for assert-style
+        tests, the program and its tests together).
+    memory_mb: memory of the whole process tree (the run's cgroup; threads are not limited
+        by address space); where no cgroup can be created, the address-space limit of each
+        process (RLIMIT_AS) instead. Also the size cap of the private /tmp.
+    max_output_bytes: stdout beyond this is an error.
+    max_file_bytes: the largest file the program may write (RLIMIT_FSIZE: its stdout, a
+        file in its private /tmp); a write past it fails (EFBIG), usually an error.
     max_processes: processes + threads the tree may have besides the interpreter.
     isolation: "bwrap" (default; raises SandboxUnavailable when it cannot be provided) or
         "none" (UNSAFE: rlimits and an audit hook only, for code you trust).
@@ -359,6 +509,8 @@ def run_code_tests(
         raise ValueError(f"memory_mb={memory_mb} is too small for a Python interpreter; use >= 64")
     if max_processes < 1:
         raise ValueError(f"max_processes={max_processes} must be >= 1")
+    if max_file_bytes < 1:
+        raise ValueError(f"max_file_bytes={max_file_bytes} must be >= 1")
     plan = _require_plan(isolation)
     workdir = Path(tempfile.mkdtemp(prefix="delta-sandbox-"))
     box = workdir / "box"
@@ -368,14 +520,13 @@ def run_code_tests(
         "timeout_s": timeout_s,
         "memory_mb": memory_mb,
         "max_output_bytes": max_output_bytes,
+        "max_file_bytes": max_file_bytes,
         "max_processes": max_processes,
     }
     try:
         (box / "solution.py").write_text(solution, encoding="utf-8")
         if tests.assert_code:
-            (box / "tests.py").write_text(tests.assert_code, encoding="utf-8")
-            run = _run_once(plan, workdir, "assert", "", **limits)
-            return _single_result(run.outcome, run.stderr)
+            return _assert_result(plan, workdir, tests, limits)
         if tests.calls:
             calls = [_value_codec.encode_value(args) for args, _ in tests.calls]
             (box / "calls.json").write_text(json.dumps(calls), encoding="utf-8")
@@ -453,13 +604,3 @@ def _unwrapped_match(tests: CodeTests, expected: Any, value: Any) -> bool:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 120 else text[:117] + "..."
-
-
-def _single_result(outcome: str, stderr: str) -> CodeResult:
-    if outcome == "ok":
-        return CodeResult("passed", 1.0, 1, 1)
-    if outcome == "timeout":
-        return CodeResult("timeout", 0.0, 0, 1, "wall-clock limit")
-    if outcome == "failed":
-        return CodeResult("failed", 0.0, 0, 1, stderr[-500:])
-    return CodeResult("error", 0.0, 0, 1, f"{outcome} {stderr[-500:]}".strip())

@@ -89,6 +89,20 @@ class RunCgroup:
                 continue
         return None
 
+    def oom_killed(self) -> bool:
+        """True when the kernel killed a process of this cgroup for its memory limit."""
+        for path in self.dirs:
+            for name in ("memory.oom_control", "memory.events"):  # v1, v2
+                try:
+                    text = (path / name).read_text()
+                except OSError:
+                    continue
+                for line in text.splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill" and value.strip().isdigit() and int(value) > 0:
+                        return True
+        return False
+
     def destroy(self) -> None:
         """SIGKILL whatever is left in the cgroup, then remove it (waits up to ~2 s)."""
         deadline = time.monotonic() + 2.0
@@ -109,7 +123,7 @@ class RunCgroup:
                     removed = False
             if removed or time.monotonic() > deadline:
                 return
-            time.sleep(0.01)
+            time.sleep(0.002)  # bwrap's inner processes die (PDEATHSIG) just after the outer one
 
 
 _counter = itertools.count()
@@ -279,7 +293,8 @@ class SandboxPlan:
         limits = (
             f"memory and process limits on the whole tree by {self.cgroups.describe()}"
             if self.cgroups
-            else "process limit by RLIMIT_NPROC; memory only per process (RLIMIT_AS): no cgroup could be created"
+            else "process limit by RLIMIT_NPROC; memory only per process (RLIMIT_AS, which also limits threads): "
+            "no cgroup could be created"
         )
         return (
             f"bubblewrap {self.version}: {who}, no capabilities, no_new_privs, {filt}; "
