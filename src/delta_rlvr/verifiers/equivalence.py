@@ -158,6 +158,26 @@ def _trailing_words(answer: str) -> str:
     return " ".join(words) if any(w.rstrip(".").lower() not in MATH_WORDS for w in words) else ""
 
 
+# Words after a value that qualify it or change it (a hedge, a relation, a multiplier), so the
+# value alone is not what was answered: `70 or more`, `70 thousand`, `5 squared`, `3 at least`.
+_VALUE_CHANGING_WORDS = frozenset(
+    "or and nor either neither more less least most fewer greater larger smaller bigger than at about around approximately "
+    "approx roughly nearly almost over under above below up to between from through until not no none never except without "
+    "plus minus times divided by per maybe possibly perhaps probably if unless negative positive inverse reciprocal base "
+    "zero one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty hundred thousand million "
+    "billion trillion dozen half halves third thirds quarter quarters tens hundreds thousands millions billions ones "
+    "squared cubed factorial power percent".split()
+)
+
+
+def _changes_the_value(words: str) -> bool:
+    return any(word.rstrip(".").lower() in _VALUE_CHANGING_WORDS for word in words.split())
+
+
+def _without_trailing_words(normalised: str, words: str) -> str:
+    return normalised[: len(normalised) - len(words)].strip() if normalised.endswith(words) else normalised
+
+
 _TEXT_RULE_MAX_CHARS = 200  # longer golds are solutions, read by math-verify's extraction below
 
 
@@ -208,9 +228,15 @@ def _check_one(gold: str, pred: str, free_parse: list | None) -> tuple[Verdict, 
     if "=" in pred_norm and "=" not in gold_norm and re.match(r"\s*[-+\d]", pred_norm.split("=", 1)[0]):
         # `-x=5` (x = -5) or `2x=10` against a value: math-verify compares the right side only
         return "wrong", "an equation whose left side is not the unknown"
-    if _trailing_words(pred_norm) and not _trailing_words(gold_norm):
-        # `\\frac{1}{9} or more`, `70 apples`: math-verify drops words after a LaTeX value
-        return "wrong", f"words after the answer ({_trailing_words(pred_norm)!r}) that the gold does not have"
+    pred_words, gold_words = _trailing_words(pred_norm), _trailing_words(gold_norm)
+    if pred_words and not gold_words:
+        if _changes_the_value(pred_words):
+            # `\\frac{1}{9} or more`, `70 thousand`: math-verify drops words after a LaTeX value
+            return "wrong", f"words after the answer ({pred_words!r}) that qualify or change the value"
+        # `17 \\text{ any text}`, `9 apples`: a description after the value; the value decides
+        return _check_one(gold, _without_trailing_words(pred_norm, pred_words), free_parse)
+    if gold_words and not pred_words and not _changes_the_value(gold_words):
+        return _check_one(_without_trailing_words(gold_norm, gold_words), pred, free_parse)
     for comma_side, point_side in ((pred_norm, gold_norm), (gold_norm, pred_norm)):
         comma_value = decimal_comma_value(comma_side)
         if comma_value is not None and is_point_decimal(point_side):

@@ -156,6 +156,7 @@ class PlainNumber:
 
 _INT_OR_DEC = re.compile(r"([-+]?)(\d+)(?:\.(\d*))?|([-+]?)\.(\d+)")
 _SCIENTIFIC = re.compile(r"([-+]?\d+(?:\.\d+)?)\s*(?:e|E|\\times\s*10\s*\^|\\cdot\s*10\s*\^)\s*\{?\s*([-+]?\d+)\s*\}?")
+_MIXED = re.compile(r"([-+]?)(\d+)\s+(\d+)\s*/\s*(\d+)")  # `1 1/2` = 3/2, a proper fraction after a whole number
 _SLASH = re.compile(r"([-+]?\d+)\s*/\s*([-+]?\d+)")
 _FRAC = re.compile(r"([-+]?)\s*\\frac\s*(?:\{\s*([-+]?\d+)\s*\}|(\d))\s*(?:\{\s*([-+]?\d+)\s*\}|(\d))")
 
@@ -186,7 +187,14 @@ def plain_number(answer: str) -> PlainNumber | None:
         exponent = int(match.group(2))
         if abs(exponent) > 400:
             return None
-        return PlainNumber(Fraction(match.group(1)) * Fraction(10) ** exponent, percent, None)
+        mantissa = match.group(1)
+        # `2.3148e-3` is written to 4 + 3 = 7 decimal places
+        places = max(0, len(mantissa.split(".")[1]) - exponent) if "." in mantissa else None
+        return PlainNumber(Fraction(mantissa) * Fraction(10) ** exponent, percent, places)
+    match = _MIXED.fullmatch(text)
+    if match and 0 < int(match.group(3)) < int(match.group(4)):
+        whole = Fraction(int(match.group(2))) + Fraction(int(match.group(3)), int(match.group(4)))
+        return PlainNumber(-whole if match.group(1) == "-" else whole, percent, None)
     match = _SLASH.fullmatch(text)
     if match:
         return _ratio(match.group(1), match.group(2), percent)
