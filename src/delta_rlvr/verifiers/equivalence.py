@@ -125,6 +125,10 @@ def check_equivalence(gold: str | list[str] | tuple[str, ...], pred: str, mode: 
         if verdict[0] == "correct":
             return verdict
         first = first or verdict
+    if first is not None and first[0] == "wrong" and boxed is not None:
+        # the response's boxed answer was read and judged wrong (an `Answer:` line may hold prose):
+        # math-verify's free-text reading of the same box (`11 \text{ or more}` -> 11) must not undo that
+        return first
     free_parse, extracted = free_text_answer(pred)
     if extracted is None:
         return first or ("unparsed", "math-verify found no answer in the response")
