@@ -6,7 +6,9 @@ One run measures both graders on the same pairs:
    tests/verifiers/data/grader_cases.json, restated by scripts/harvest_grader_cases.py; only
    the in-scope ones: English, default precision and options, labels that follow the
    mathematics rather than one grader's policy); a bare-answer peer's prediction is boxed;
-2. this project's hand-judged pairs per category (tests/verifiers/data/hand_judged.json);
+2. this project's hand-judged pairs per category (tests/verifiers/data/hand_judged.json) and
+   its false-positive suite (tests/verifiers/test_math_false_positives.py: gamed answers, and
+   the same shapes written right);
 3. the false-positive fuzz: every gold of the shipped benchmark files in ../shared/data with
    its wrong variants (`delta_rlvr.verifiers.fuzz.wrong_variants`).
 Raw math-verify is called as each grader calls it (`delta_rlvr.verifiers.reference`): both
@@ -48,6 +50,21 @@ def labelled_cases() -> list[dict]:
         grader = "lighteval" if row["answer_format"] == "choice" else "math-verify"
         cases.append({**row, "set": "hand-judged", "call": call, "grader": grader, "raw_gold": as_bare_gold(row["gold"]),
                       "response": row["pred"]})
+    return cases
+
+
+def false_positive_suite() -> list[dict]:
+    """The gamed answers of tests/verifiers/test_math_false_positives.py (labelled 0) and the same
+    shapes written right (labelled 1), boxed; raw math-verify gets the gold inside `$...$`."""
+    sys.path.insert(0, str(ROOT / "tests" / "verifiers"))
+    from test_math_false_positives import RIGHT, WRONG, _boxed
+
+    cases = []
+    for rows, expected in ((WRONG, 0), (RIGHT, 1)):
+        for kind, gold, answer in rows:
+            cases.append({"category": kind, "gold": gold, "pred": answer, "response": _boxed(answer), "expected": expected,
+                          "answer_format": "boxed", "set": "false-positive suite", "call": {"match_types": ["latex", "expr"]},
+                          "grader": "math-verify", "raw_gold": as_bare_gold(gold)})
     return cases
 
 
@@ -112,7 +129,7 @@ def main() -> None:
     args = parser.parse_args()
     pool = VerifierPool(num_workers=2)
     pool.wait_ready()
-    sets = [("labelled", labelled_cases())]
+    sets = [("labelled", labelled_cases() + false_positive_suite())]
     if not args.no_fuzz:
         sets.append(("fuzz", fuzz_cases(Path(args.data_dir))))
     dump = []
@@ -123,7 +140,7 @@ def main() -> None:
         raw = [int(raw_math_verify(c["raw_gold"], c["response"], c["call"], c["grader"])) for c in cases]
         end = time.monotonic()
         if title == "labelled":
-            for subset in ("graders' tests", "hand-judged"):
+            for subset in ("graders' tests", "hand-judged", "false-positive suite"):
                 chosen = [i for i, c in enumerate(cases) if c["set"] == subset]
                 print(table([cases[i] for i in chosen], [ours[i] for i in chosen], [raw[i] for i in chosen],
                             f"{subset} ({len(chosen)} pairs)") + "\n")
