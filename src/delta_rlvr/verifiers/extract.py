@@ -241,7 +241,7 @@ def extract_number(text: str) -> str | None:
 
 
 _CHOICE_ANCHOR = re.compile(r"(?i)answer(?:\s+is)?\s*(?:[:=]|is)?\s*(?:\w+\s+){0,3}?\(?\**([A-E])\b(?![\'’]\w)")
-_CHOICE_MORE_LETTERS = re.compile(r"\)?\**(?:\s*(?:,|;|/|&|\bor\b|\band\b)?\s*\(?\**[A-E]\b\**\)?)+(?![\w\'’])")
+_CHOICE_MORE_LETTERS = re.compile(r"\)?\**[ \t]*(?:,|;|/|&|\bor\b|\band\b)?[ \t]*\(?\**[A-E]\b\**\)?(?![\w\'’])")
 _CHOICE_START = re.compile(r"^\s*\(?\**([A-E])\**\)?(?:[.):]|\s|$)")
 _CHOICE_ANY = re.compile(r"(?<![\w\\])\(?([A-E])\)?(?![\w\'’])")
 
@@ -260,9 +260,14 @@ def extract_choice(text: str) -> str | None:
     anchored = list(_CHOICE_ANCHOR.finditer(text))
     if anchored:
         last = anchored[-1]
-        hedge = _CHOICE_MORE_LETTERS.match(text, last.end())
-        if hedge:
-            return text[last.start(1):hedge.end()].strip()  # `answer is C or D`, `(A) (B) (C) (D)`
+        position, more = last.end(), 0
+        while more < 8:  # each step consumes one more letter; bounded, so linear
+            step = _CHOICE_MORE_LETTERS.match(text, position, position + 40)
+            if step is None:
+                break
+            position, more = step.end(), more + 1
+        if more:
+            return text[last.start(1):position].strip()  # `answer is C or D`, `(A) (B) (C) (D)`
         return last.group(1)
     start = _CHOICE_START.match(text)
     if start:

@@ -442,14 +442,17 @@ def text_form(answer: str) -> str:
     return re.sub(r"\s+", " ", text).strip(" .,;:!")
 
 
-_HEDGE_LETTERS = re.compile(
-    r"^\s*\(?\s*([A-E])\s*\)?(?:\s*(?:,|;|/|&|\bor\b|\band\b|\\text\{\s*(?:or|and)\s*\}|\\quad)?\s*\(?\s*([A-E])\s*\)?)+\s*[.]?\s*$"
-)
+_HEDGE_SEPARATORS = re.compile(r"\\text\s*\{\s*(?:or|and)\s*\}|\\quad|\b(?:or|and)\b|[,;/&.]")
+_OPTION_TOKEN = re.compile(r"\(?[A-E]\)?")
 
 
 def is_choice_hedge(answer: str) -> bool:
-    """Two or more option letters in one answer: `(C) or (D)`, `C, D`, `(A) (B) (C) (D)`, `ABCD`."""
+    """Two or more option letters in one answer: `(C) or (D)`, `C, D`, `(A) (B) (C) (D)`, `ABCD`.
+    Linear: separators become spaces, then every token must be one letter (no backtracking regex)."""
     text = answer.strip()
+    if len(text) > 200:
+        return False
     if re.fullmatch(r"\(?\s*[A-E]{2,5}\s*\)?\.?", text):
         return True
-    return _HEDGE_LETTERS.fullmatch(text) is not None
+    tokens = _HEDGE_SEPARATORS.sub(" ", text).replace("( ", "(").replace(" )", ")").split()
+    return len(tokens) >= 2 and all(_OPTION_TOKEN.fullmatch(token) for token in tokens)
