@@ -125,6 +125,12 @@ def test_every_hand_judged_pair_gets_its_label(measured):
         ("1000.99", "\\boxed{1000,99}", 1),
         ("\\(\\boxed{1}\\) and \\(\\boxed{-2}\\)", "\\boxed{1} and \\boxed{-2}", 1),
         ("\\(\\boxed{1}\\) and \\(\\boxed{-2}\\)", "\\boxed{-2}", 0),
+        # issue 25: where score_math was wrong and math-verify right
+        ("\\operatorname{lcm}(4,6)", "\\boxed{12}", 1),
+        ("17\\text{ any text}", "\\boxed{17}", 1),
+        ("17", "\\boxed{17\\text{ any text}}", 1),
+        ("17", "\\boxed{17\\text{ thousand}}", 0),
+        ("10455", "so $\\boxed{255}$ and she has $10,455. Final Answer: The final answer is $10,455$. I hope it is correct.", 1),
     ],
 )
 def test_issue_examples_score_as_judged(pool, gold, response, expected):
