@@ -3,7 +3,9 @@
 Run from the repo root:  .venv/bin/python benchmarks/bench_verifiers.py [--workers 2] [--repeat 2]
 Reads ../shared/data (or --data DIR). Startup of the workers is excluded (the pool is
 long-lived in training); everything else - extraction, pipes, checking - is included.
-Workloads: GSM8K integers as `#### n`; MATH-500 golds boxed as written, restyled (\\dfrac, no
+First, per core: score_math with one worker against raw math-verify in-process, on the same 500
+MATH-500 pairs in the same run (the ratio the docs quote). Then the pool's workloads: GSM8K integers
+as `#### n`; MATH-500 golds boxed as written, restyled (\\dfrac, no
 \\left/\\right), equal values written so differently that math-verify must decide, golds with
 one digit changed (wrong answers: the slowest path), and a "typical" mix of half
 restyled-correct and half wrong answers from both sets.
@@ -35,6 +37,36 @@ def boxed(answer: str) -> str:
     return f"Checking again, the result holds. The final answer is $\\boxed{{{answer}}}$."
 
 
+def per_core_against_raw(math500: list[str], repeat: int) -> None:
+    """One core each, same run, same 500 MATH-500 pairs (half restyled-correct, half one digit
+    wrong): score_math through a 1-worker pool against raw math-verify called in-process as
+    graders call it (`reference.raw_math_verify`: parse both texts, then verify)."""
+    from delta_rlvr.verifiers.reference import as_bare_gold, raw_math_verify
+
+    half = len(math500) // 2
+    preds = [boxed(restyled(g)) for g in math500[:half]] + [boxed(perturbed(g)) for g in math500[half:]]
+    raw_golds = [as_bare_gold(g) for g in math500]
+    raw_math_verify(raw_golds[0], preds[0])  # imports and first-call caches excluded, as for the pool
+    raw_rate = 0.0
+    for _ in range(repeat):
+        start = time.perf_counter()
+        raw = [raw_math_verify(g, p) for g, p in zip(raw_golds, preds)]
+        raw_rate = max(raw_rate, len(preds) / (time.perf_counter() - start))
+    pool = VerifierPool(num_workers=1)
+    assert pool.wait_ready(), "worker did not start"
+    score_math([boxed("1")], ["1"], pool=pool)
+    ours_rate = 0.0
+    for _ in range(repeat):
+        start = time.perf_counter()
+        results = score_math(preds, math500, answer_format="boxed", pool=pool, timeout_s=5.0)
+        ours_rate = max(ours_rate, len(preds) / (time.perf_counter() - start))
+    pool.close()
+    ours_correct = sum(r.score for r in results) / len(results)
+    print(f"per core, 500 MATH-500 pairs (half correct restyled, half one digit wrong): score_math {ours_rate:.0f} pairs/s "
+          f"(correct={ours_correct:.3f}), raw math-verify {raw_rate:.0f} pairs/s (correct={sum(raw) / len(raw):.3f}); "
+          f"ratio {ours_rate / raw_rate:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
@@ -63,6 +95,7 @@ def main() -> None:
             "boxed",
         ),
     }  # fmt: skip
+    per_core_against_raw(math500, args.repeat)
     pool = VerifierPool(num_workers=args.workers)
     assert pool.wait_ready(), "workers did not start"
     score_math([boxed("1")], ["1"], pool=pool)

@@ -1,10 +1,14 @@
 """score_math side by side with raw math-verify: agreement and false positives per category.
 
 One run measures both graders on the same pairs:
-1. the labelled cases of math-verify's and lighteval's own test files
-   (tests/verifiers/data/grader_cases.json, restated by scripts/harvest_grader_cases.py; only
-   the in-scope ones: English, default precision and options);
-2. this project's hand-judged pairs per category (tests/verifiers/data/hand_judged.json);
+1. the labelled cases of eight peers' own test files (math-verify, lighteval, NeMo-Skills,
+   MARIO_EVAL, hendrycks/math, open-r1, simple-evals, Qwen2.5-Math;
+   tests/verifiers/data/grader_cases.json, restated by scripts/harvest_grader_cases.py; only
+   the in-scope ones: English, default precision and options, labels that follow the
+   mathematics rather than one grader's policy); a bare-answer peer's prediction is boxed;
+2. this project's hand-judged pairs per category (tests/verifiers/data/hand_judged.json) and
+   its false-positive suite (tests/verifiers/test_math_false_positives.py: gamed answers, and
+   the same shapes written right);
 3. the false-positive fuzz: every gold of the shipped benchmark files in ../shared/data with
    its wrong variants (`delta_rlvr.verifiers.fuzz.wrong_variants`).
 Raw math-verify is called as each grader calls it (`delta_rlvr.verifiers.reference`): both
@@ -31,7 +35,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from delta_rlvr.verifiers import VerifierPool, score_math  # noqa: E402
 from delta_rlvr.verifiers.fuzz import wrong_variants  # noqa: E402
-from delta_rlvr.verifiers.reference import as_bare_gold, raw_math_verify  # noqa: E402
+from delta_rlvr.verifiers.reference import as_bare_gold, grader_case, raw_math_verify  # noqa: E402
 
 DATA = ROOT / "tests" / "verifiers" / "data"
 
@@ -40,12 +44,27 @@ def labelled_cases() -> list[dict]:
     cases = []
     for row in json.loads((DATA / "grader_cases.json").read_text()):
         if row["in_scope"]:
-            fmt = "choice" if row["call"].get("match_types") == ["NativeLetters"] else "auto"
-            cases.append({**row, "set": "graders' tests", "answer_format": fmt, "raw_gold": row["gold"]})
+            cases.append({**grader_case(row), "set": "graders' tests"})
     for row in json.loads((DATA / "hand_judged.json").read_text()):
         call = {"match_types": ["NativeLetters"]} if row["answer_format"] == "choice" else {"match_types": ["latex", "expr"]}
         grader = "lighteval" if row["answer_format"] == "choice" else "math-verify"
-        cases.append({**row, "set": "hand-judged", "call": call, "grader": grader, "raw_gold": as_bare_gold(row["gold"])})
+        cases.append({**row, "set": "hand-judged", "call": call, "grader": grader, "raw_gold": as_bare_gold(row["gold"]),
+                      "response": row["pred"]})
+    return cases
+
+
+def false_positive_suite() -> list[dict]:
+    """The gamed answers of tests/verifiers/test_math_false_positives.py (labelled 0) and the same
+    shapes written right (labelled 1), boxed; raw math-verify gets the gold inside `$...$`."""
+    sys.path.insert(0, str(ROOT / "tests" / "verifiers"))
+    from test_math_false_positives import RIGHT, WRONG, _boxed
+
+    cases = []
+    for rows, expected in ((WRONG, 0), (RIGHT, 1)):
+        for kind, gold, answer in rows:
+            cases.append({"category": kind, "gold": gold, "pred": answer, "response": _boxed(answer), "expected": expected,
+                          "answer_format": "boxed", "set": "false-positive suite", "call": {"match_types": ["latex", "expr"]},
+                          "grader": "math-verify", "raw_gold": as_bare_gold(gold)})
     return cases
 
 
@@ -55,7 +74,7 @@ def score_ours(cases: list[dict], pool: VerifierPool, golds_key: str = "gold") -
     for index, case in enumerate(cases):
         by_format[case["answer_format"]].append(index)
     for fmt, indices in by_format.items():
-        results = score_math([cases[i]["pred"] for i in indices], [cases[i][golds_key] for i in indices], answer_format=fmt,
+        results = score_math([cases[i]["response"] for i in indices], [cases[i][golds_key] for i in indices], answer_format=fmt,
                              pool=pool, timeout_s=10.0)
         for i, result in zip(indices, results):
             out[i] = int(result.score == 1.0)
@@ -74,7 +93,7 @@ def fuzz_cases(data_dir: Path) -> list[dict]:
         for record in records:
             for kind, wrong in wrong_variants(record.gold):
                 response = f"Therefore, the final answer is $\\boxed{{{wrong}}}$."
-                cases.append({"category": kind, "benchmark": name, "gold": record.gold, "pred": response,
+                cases.append({"category": kind, "benchmark": name, "gold": record.gold, "pred": response, "response": response,
                               "answer_format": "boxed", "expected": 0, "call": {"match_types": ["latex", "expr"]},
                               "grader": "math-verify", "raw_gold": as_bare_gold(record.gold)})
     return cases
@@ -110,7 +129,7 @@ def main() -> None:
     args = parser.parse_args()
     pool = VerifierPool(num_workers=2)
     pool.wait_ready()
-    sets = [("labelled", labelled_cases())]
+    sets = [("labelled", labelled_cases() + false_positive_suite())]
     if not args.no_fuzz:
         sets.append(("fuzz", fuzz_cases(Path(args.data_dir))))
     dump = []
@@ -118,10 +137,10 @@ def main() -> None:
         start = time.monotonic()
         ours = score_ours(cases, pool)
         middle = time.monotonic()
-        raw = [int(raw_math_verify(c["raw_gold"], c["pred"], c["call"], c["grader"])) for c in cases]
+        raw = [int(raw_math_verify(c["raw_gold"], c["response"], c["call"], c["grader"])) for c in cases]
         end = time.monotonic()
         if title == "labelled":
-            for subset in ("graders' tests", "hand-judged"):
+            for subset in ("graders' tests", "hand-judged", "false-positive suite"):
                 chosen = [i for i, c in enumerate(cases) if c["set"] == subset]
                 print(table([cases[i] for i in chosen], [ours[i] for i in chosen], [raw[i] for i in chosen],
                             f"{subset} ({len(chosen)} pairs)") + "\n")

@@ -67,11 +67,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sampling_args(p: argparse.ArgumentParser, k: int) -> None:
+def _sampling_args(p: argparse.ArgumentParser, k: int, max_tokens_help: str = "") -> None:
     p.add_argument("--k", type=int, default=k, help=f"samples per problem (default {k}; the paper: 16)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0, the paper's)")
     p.add_argument("--top-p", type=float, default=0.7, help="nucleus mass (default 0.7, the paper's evaluation)")
-    p.add_argument("--max-new-tokens", type=int, help="default: the checkpoint's rollout length, 40 for the embedded model, else 1024")
+    p.add_argument("--max-new-tokens", type=int,
+                   help=max_tokens_help or "default: the checkpoint's rollout length, 40 for the embedded model, else 1024")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -83,12 +84,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     try:
         source = resolve_model(args.model)
-        sampling = SamplingSettings(args.k, args.temperature, args.top_p, args.max_new_tokens or default_max_new_tokens(source))
+        sampling = SamplingSettings(args.k, args.temperature, args.top_p,
+                                    args.max_new_tokens or default_max_new_tokens(source, args.benchmarks))
         cfg = EvalConfig(model=args.model, benchmarks=tuple(args.benchmarks), output_dir=args.output_dir, sampling=sampling,
                          seed=args.seed, data_dir=args.data_dir, limit=args.limit, template=args.template,
                          backend=args.backend, batch_problems=args.batch_problems, device=args.device,
                          data=DataOptions(args.question_field or "", args.answer_field or "", args.answer_format or "",
-                                          args.skip_bad_rows))
+                                          args.skip_bad_rows, args.question_template or "", args.options_field or "",
+                                          args.choice_index))
         report = evaluate(cfg, source=source)
     except ConfigError as err:
         print(f"delta-rlvr eval: {err}", file=sys.stderr)
@@ -181,10 +184,19 @@ def _add_eval_commands(sub) -> None:
     ev.add_argument("--answer-format", choices=["plain", "boxed", "hashes", "list", "choice"],
                     help="how the gold sits in its field: plain (the answer), boxed (a solution with \\boxed{}), hashes "
                     "(#### 18), list (any of several answers), choice (a multiple-choice letter)")
+    ev.add_argument("--question-template", metavar="TEMPLATE",
+                    help="the question built from several fields, names in braces: '{Body} {Question}' (SVAMP, ASDiv)")
+    ev.add_argument("--options-field", metavar="FIELD",
+                    help="field holding a multiple-choice question's options (a list, a {letter: text} map or a string), "
+                    "appended to the question (AQuA, SAT-math, MMLU, gaokao-QA)")
+    ev.add_argument("--choice-index", type=int, choices=[0, 1],
+                    help="the gold is an option index, 0-based (MMLU's 0-3) or 1-based; read as its letter (implies "
+                    "--answer-format choice)")
     ev.add_argument("--skip-bad-rows", action="store_true",
                     help="skip rows with a missing or unusable question/answer, or code tests (counted in the report) instead of stopping")
     ev.add_argument("--output-dir", default="runs/eval", help="where samples.jsonl and the reports go (default runs/eval; rerun to resume)")
-    _sampling_args(ev, 16)
+    _sampling_args(ev, 16, max_tokens_help="default: the checkpoint's rollout length, 40 for the embedded model, 30000 (the "
+                   "paper's) for paper7, else 1024; lower it on a CPU (--max-new-tokens 2048)")
     ev.add_argument("--limit", type=int, help="first N problems of each benchmark")
     ev.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     ev.add_argument("--template", default="auto", choices=["auto", "raw", "plain", "chat", "few_shot"],

@@ -90,11 +90,14 @@ def test_the_report_recomputed_from_its_dump_agrees_exactly(tmp_path):
     evaluate(config(out, benchmarks=("arithmetic:eval_size=12", f"gsm8k={gsm8k}"), limit=6))
     rows = [json.loads(line) for line in lines(out / "samples.jsonl")]
     assert {r["benchmark"] for r in rows} == {"arithmetic-3x2+", "gsm8k"}
-    fields = {"benchmark", "problem_id", "problem_index", "sample", "response", "extracted", "reason", "correct", "gold"}
+    fields = {"benchmark", "problem_id", "problem_index", "sample", "response", "extracted", "reason", "correct", "gold", "cut"}
     assert all(set(r) == fields for r in rows)
+    assert all(isinstance(r["cut"], bool) for r in rows)
     report = read_report(out)
     hand = _by_hand(rows, 4)
     for score in report.benchmarks:
+        own = [r for r in rows if r["benchmark"] == score.name]
+        assert score.cut == pytest.approx(sum(r["cut"] for r in own) / len(own), abs=1e-15)
         n, avg, passes = hand[score.name]
         assert score.problems == n == 6
         assert score.avg == pytest.approx(avg, abs=1e-15)

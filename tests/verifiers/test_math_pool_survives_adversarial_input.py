@@ -106,3 +106,24 @@ def test_the_default_pool_works_off_the_main_thread():
     thread.start()
     thread.join(timeout=120)
     assert [r.reason for r in out] == ["correct"]
+
+
+# Near-hedges and near-statements that would make a backtracking regex explode (issue 25's
+# hedge, statement and unit rules run partly in the caller's process, outside the pool's deadline).
+NEAR_MISSES = {
+    "letters and double spaces": "The answer is " + "A  " * 600 + "!",
+    "parenthesised letters": r"\boxed{" + "(A) " * 400 + "x}",
+    "letters joined by or": "The answer is " + "A or " * 300 + "!",
+    "final-answer statements": r"\boxed{1} " + "final answer is " * 300 + "x",
+    "unit words": r"\boxed{5 " + "cm " * 600 + "!}",
+    "words after a value": r"\boxed{1 " + "ab. " * 500 + "}",
+}
+
+
+@pytest.mark.parametrize("answer_format", ["choice", "boxed", "auto"])
+@pytest.mark.parametrize("name", sorted(NEAR_MISSES))
+def test_near_miss_hedges_and_statements_return_in_time(pool, name, answer_format):
+    start = time.monotonic()
+    result = score_math([NEAR_MISSES[name]], ["C"], answer_format=answer_format, pool=pool, timeout_s=TIMEOUT_S)[0]
+    assert time.monotonic() - start < TIMEOUT_S + 2, name
+    assert result.score == 0.0

@@ -7,6 +7,13 @@ question and answer fields - dotted paths reach into nested objects and lists
 field is the answer; "raw" is the same), "boxed" (a solution whose `\\boxed{}` is the answer),
 "hashes" (GSM8K's `#### 18`), "list" (a list of answers, any of which is correct), "choice" (a
 multiple-choice letter, possibly with its option text: `(D) Alina`).
+Public benchmark formats need three more things, all in `FieldMap`: a question spread over
+several fields (`question_template="{Body} {Question}"`, SVAMP and ASDiv), the options of a
+multiple-choice question appended to it (`options="options"`, AQuA, SAT-math, MMLU, gaokao-QA;
+see `format_options`), and a gold that is an option's index (`choice_index=0` for MMLU's 0-3,
+1 for 1-based files), turned into its letter. A plain gold with a trailing parenthesised unit
+(ASDiv's `9 (apples)`) is read as its number. `check_golds_score_themselves` tells whether a
+file's golds, written as a model would answer, are what the verifier accepts.
 
 Every loader returns `(records, LoadSummary)`. A bad row (missing question or answer, a
 non-string answer where strings are expected, a gold that cannot be extracted, an undecodable
@@ -20,6 +27,7 @@ Optional dependencies (pyarrow, datasets) are imported inside the function that 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,24 +84,91 @@ class FieldMap:
     numeric_answers: bool = False
     id: str | None = None
     metadata: tuple[str, ...] = ()
+    question_template: str = ""
+    """A question built from several fields: `{Body} {Question}` (names in braces, dotted paths
+    allowed); empty: the `question` field alone."""
+    options: str = ""
+    """The field holding a multiple-choice question's options, appended to the question
+    (`format_options`); empty: none."""
+    choice_index: int | None = None
+    """The gold is an option's index: 0 (0-based, MMLU) or 1 (1-based); it becomes the letter
+    (`2` -> `C` for 0-based). Needs gold_format "choice"."""
 
     def __post_init__(self) -> None:
         if self.gold_format not in GOLD_EXTRACTORS:
             raise DataError("field map", 0, "gold_format", f"{self.gold_format!r} is not an answer format; use {GOLD_FORMAT_HELP}")
+        if self.choice_index not in (None, 0, 1):
+            raise DataError("field map", 0, "choice_index", f"{self.choice_index!r} must be 0 (0-based option indices) or 1 (1-based)")
+        if self.choice_index is not None and self.gold_format != "choice":
+            raise DataError("field map", 0, "choice_index", "an option-index gold is a multiple-choice answer: set the answer format "
+                                                            "to choice (--answer-format choice --choice-index 0|1)")
+        if self.question_template:
+            _template_fields(self.question_template)  # a malformed template fails here, before any row
 
 
 _SKIP_HINT = " [fix the row, or skip bad rows: --skip-bad-rows / task.skip_bad_rows: true; skipped rows are counted]"
 
 
-def field_map(question: str = "", answer: str = "", gold_format: str = "", base: FieldMap | None = None) -> FieldMap:
+def field_map(question: str = "", answer: str = "", gold_format: str = "", base: FieldMap | None = None, *,
+              question_template: str = "", options: str = "", choice_index: int | None = None) -> FieldMap:
     """A FieldMap from user options (CLI flags, config keys): empty ones keep `base`'s value;
-    numbers are accepted as golds (`"answer": 26`)."""
+    numbers are accepted as golds (`"answer": 26`). An option-index gold implies "choice"."""
     base = base or FieldMap()
     fmt = {"": base.gold_format}.get(gold_format, gold_format)
+    if choice_index is not None and not gold_format:
+        fmt = "choice"
     if fmt not in GOLD_EXTRACTORS:
         raise DataError("answer format", 0, None, f"{gold_format!r} is not an answer format; use {GOLD_FORMAT_HELP}")
     return FieldMap(question=question or base.question, answer=answer or base.answer, messages=base.messages,
-                    gold_format=fmt, numeric_answers=True, id=base.id, metadata=base.metadata)  # type: ignore[arg-type]
+                    gold_format=fmt, numeric_answers=True, id=base.id, metadata=base.metadata,  # type: ignore[arg-type]
+                    question_template=question_template or base.question_template, options=options or base.options,
+                    choice_index=choice_index if choice_index is not None else base.choice_index)
+
+
+def _template_fields(template: str) -> list[str]:
+    """The field names of a question template (`{Body} {Question}` -> [Body, Question])."""
+    import string
+
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as error:
+        raise DataError("question template", 0, None, f"{template!r} is not a template ({error}); write field names in braces, "
+                                                      "for example '{Body} {Question}' (double a literal brace: {{ }})") from None
+    if not names or any(not name for name in names):
+        raise DataError("question template", 0, None, f"{template!r} names no field; write field names in braces, for example "
+                                                      "'{Body} {Question}'")
+    return names
+
+
+_LETTERED = re.compile(r"^\s*\(?([A-Ea-e])\s*[).:]")
+
+
+def format_options(options: Any, field_name: str) -> tuple[str, int]:
+    """A multiple-choice question's options as appended to its question, and how many there are.
+
+    As the benchmarks' papers show them: options already lettered (AQuA's `["A)21", "B)21.5"]`)
+    one per line as written; a plain list (MMLU's choices) or a {letter: text} map (gaokao-QA)
+    as `A. text` lines; a string (SAT-math's `A) ... B) ...`) as it is."""
+    if isinstance(options, str) and options.strip():
+        return options.strip(), len(re.findall(r"(?:^|\s)\(?[A-E][).:]", options))
+    if isinstance(options, dict) and options:
+        items = sorted((str(k).strip(), v) for k, v in options.items())
+        if any(len(k) != 1 or not k.isalpha() for k, _ in items):
+            raise _BadRow(field_name, f"options map keys must be letters A-E, got {[k for k, _ in items][:6]}")
+        return "\n".join(f"{k.upper()}. {_option_text(v)}" for k, v in items), len(items)
+    if isinstance(options, (list, tuple)) and options and len(options) <= 26:
+        texts = [_option_text(v) for v in options]
+        if all(_LETTERED.match(t) for t in texts):
+            return "\n".join(texts), len(texts)
+        return "\n".join(f"{chr(65 + i)}. {t}" for i, t in enumerate(texts)), len(texts)
+    raise _BadRow(field_name, f"options must be a list, a {{letter: text}} map or a string, got {options!r:.60}")
+
+
+def _option_text(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+_PARENTHESISED_UNIT = re.compile(r"^\s*([-+]?\d[\d,]*(?:\.\d+)?)\s*\(\s*[A-Za-z][A-Za-z .'/-]*\)\s*$")
 
 
 class _BadRow(Exception):
@@ -102,7 +177,21 @@ class _BadRow(Exception):
         self.field_name, self.message = field_name, message
 
 
-def _gold_texts(value: Any, fields: FieldMap) -> tuple[str, ...]:
+def _index_letter(value: Any, fields: FieldMap, n_options: int | None) -> str:
+    """An option-index gold (`2`, `"2"`) as its letter, for 0- or 1-based indices."""
+    text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    if not text.isdigit():
+        raise _BadRow(fields.answer, f"{value!r:.40} is not an option index; with --choice-index the gold is the option's number "
+                                     f"({fields.choice_index}-based)")
+    index = int(text) - (fields.choice_index or 0)
+    limit = n_options if n_options else 5
+    if not 0 <= index < min(limit, 26):
+        raise _BadRow(fields.answer, f"option index {text} is outside the {limit} options ({fields.choice_index}-based: "
+                                     f"{fields.choice_index}..{limit - 1 + (fields.choice_index or 0)}); is --choice-index right?")
+    return chr(65 + index)
+
+
+def _gold_texts(value: Any, fields: FieldMap, n_options: int | None = None) -> tuple[str, ...]:
     """The gold answer(s) of one row: one for every format but "list" (any of several)."""
     if fields.gold_format == "list":
         items = value if isinstance(value, (list, tuple)) else [value]
@@ -118,6 +207,8 @@ def _gold_texts(value: Any, fields: FieldMap) -> tuple[str, ...]:
     if isinstance(value, (list, tuple)):
         raise _BadRow(fields.answer, f"holds a list {value!r:.60}; set the answer format to list (any of them is correct) "
                                      "or point the answer field at one item (answers.0)")
+    if fields.choice_index is not None:
+        return (_index_letter(value, fields, n_options),)
     gold = _gold_text(value, fields)
     if fields.gold_format == "choice":
         from delta_rlvr.verifiers.normalize import choice_letter
@@ -141,6 +232,10 @@ def _gold_text(value: Any, fields: FieldMap) -> str:
         raise _BadRow(fields.answer, "is empty; fill in the gold answer or drop the row (or skip bad rows: --skip-bad-rows, "
                                      "task.skip_bad_rows: true)")
     gold = GOLD_EXTRACTORS[fields.gold_format](text)
+    if gold is not None and fields.gold_format in ("raw", "plain"):
+        unit = _PARENTHESISED_UNIT.match(gold)
+        if unit:
+            gold = unit.group(1)  # ASDiv's `9 (apples)`: the number is the answer
     if gold is None:
         what = "\\boxed{...}" if fields.gold_format == "boxed" else "'#### <answer>'" if fields.gold_format == "hashes" else "answer"
         raise _BadRow(fields.answer, f"no {fields.gold_format} answer ({what}) in {text[-80:]!r}; is the answer format right? "
@@ -157,12 +252,31 @@ def _messages(value: Any, field_name: str) -> tuple[tuple[str, str], ...]:
         raise _BadRow(field_name, "each message needs 'role' and 'content' keys") from None
 
 
+def _templated_question(row: dict, template: str) -> str:
+    values = {}
+    for name in _template_fields(template):
+        value = field_value(row, name)
+        if value is _MISSING or value is None:
+            raise _BadRow(name, f"missing, and the question template {template!r} needs it; the row has fields {sorted(row)[:12]}")
+        values[name] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    import string
+
+    # parts joined by hand (not str.format): a dotted name `{prompt.0}` is a path, not an attribute
+    question = "".join(literal + (values[name] if name is not None else "") for literal, name, _, _ in string.Formatter().parse(template))
+    if not question.strip():
+        raise _BadRow(None, f"question template {template!r} gives an empty question")
+    return re.sub(r"[ \t]+", " ", question).strip()
+
+
 def _record(row: Any, line: int, fields: FieldMap, source: str) -> PromptRecord:
     if not isinstance(row, dict):
         raise _BadRow(None, f"row must be a JSON object, got {type(row).__name__}")
     prompt_field = fields.messages or fields.question
     values = {}
-    for name, option in ((prompt_field, "question"), (fields.answer, "answer")):
+    wanted = [(fields.answer, "answer")]
+    if not fields.question_template or fields.messages:
+        wanted.insert(0, (prompt_field, "question"))
+    for name, option in wanted:
         values[name] = field_value(row, name)
         if values[name] is _MISSING or values[name] is None:
             raise _BadRow(name, f"missing; the row has fields {sorted(row)[:12]} (name the {option} field: FieldMap({option}=...), "
@@ -170,11 +284,21 @@ def _record(row: Any, line: int, fields: FieldMap, source: str) -> PromptRecord:
     question = messages = None
     if fields.messages:
         messages = _messages(values[fields.messages], fields.messages)
+    elif fields.question_template:
+        question = _templated_question(row, fields.question_template)
     else:
         question = values[fields.question]
         if not isinstance(question, str) or not question.strip():
             raise _BadRow(fields.question, f"question must be a non-empty string, got {question!r:.60}")
-    golds = _gold_texts(values[fields.answer], fields)
+    n_options = None
+    if fields.options:
+        options = field_value(row, fields.options)
+        if options is _MISSING or options is None:
+            raise _BadRow(fields.options, f"missing; the row has fields {sorted(row)[:12]} (name the options field: --options-field)")
+        text, n_options = format_options(options, fields.options)
+        if question is not None:
+            question = f"{question.rstrip()}\n\n{text}"
+    golds = _gold_texts(values[fields.answer], fields, n_options)
     row_id = field_value(row, fields.id) if fields.id else _MISSING
     record_id = str(row_id) if row_id is not _MISSING and row_id is not None else f"{source}-{line}"
     metadata = {name: row[name] for name in fields.metadata if name in row}
@@ -349,3 +473,43 @@ def load_file(
         return load_jsonl(path, fields, source=source, skip_bad_rows=skip_bad_rows)
     raise DataError(str(path), 0, None, f"unknown suffix {suffix!r}; use .jsonl (JSON lines), .json (a JSON array or JSON lines) "
                                         "or .parquet")
+
+
+SELF_CHECK_WARN_FRACTION = 0.02
+"""More than this fraction of a file's golds scoring 0 against themselves is warned about."""
+
+
+def gold_as_model_answer(gold: str, answer_format: str) -> str:
+    """A gold written the way a model answers in `answer_format` (`\\boxed{gold}`, `#### gold`)."""
+    if answer_format == "hashes":
+        return f"So the answer follows.\n#### {gold}"
+    if answer_format == "answer_line":
+        return f"So the answer follows.\nAnswer: {gold}"
+    if answer_format == "answer_tag":
+        return f"So the answer follows. <answer>{gold}</answer>"
+    return f"So the final answer is $\\boxed{{{gold}}}$."
+
+
+def check_golds_score_themselves(
+    records: list[PromptRecord], answer_format: str, *, name: str = "", warn_fraction: float = SELF_CHECK_WARN_FRACTION,
+    examples: int = 3,
+) -> tuple[float, str | None]:
+    """Score every record's gold, written as a model would (`gold_as_model_answer`), against
+    itself with the math verifier: (fraction that scores 1, a warning or None). The warning,
+    given when more than `warn_fraction` fail, names the first failures and their reasons: a
+    file whose golds the verifier cannot accept (a unit glued to a number, an option text where
+    a letter is expected, a wrong --answer-format) would train or evaluate on noise."""
+    from delta_rlvr.verifiers import score_math
+
+    if not records:
+        return 1.0, None
+    responses = [gold_as_model_answer(r.gold, answer_format) for r in records]
+    results = score_math(responses, [r.golds for r in records], answer_format=answer_format)  # type: ignore[arg-type]
+    failures = [(r, res) for r, res in zip(records, results) if res.score != 1.0]
+    rate = 1 - len(failures) / len(records)
+    if len(failures) <= warn_fraction * len(records):
+        return rate, None
+    shown = "; ".join(f"{r.id}: gold {r.gold[:40]!r} -> {res.reason}" for r, res in failures[:examples])
+    return rate, (f"{name or records[0].source}: {len(failures)} of {len(records)} golds ({100 * len(failures) / len(records):.1f}%) "
+                  f"score 0 against themselves written as a model would answer (format {answer_format}); e.g. {shown}. "
+                  "Check --answer-format, --answer-field and --choice-index, or clean the golds")

@@ -7,7 +7,9 @@
   `SamplingParams(n=, seed=)`, token-id prompts) but not exercised by the test suite, which
   runs on CPU without vLLM.
 
-Every call takes one seed per prompt, a fixed function of (evaluation seed, benchmark, problem
+Every call returns, beside the texts, whether each response was cut at `max_new_tokens` (it
+ended without an end-of-sequence token: HF, `SampleBatch.ended_with_eos`; vLLM, finish_reason
+"length"), which the report counts. Every call takes one seed per prompt, a fixed function of (evaluation seed, benchmark, problem
 position), so which problems were already done does not change the samples of the others
 (with vLLM exactly; with HF per batch - see docs/evaluation.md).
 """
@@ -45,16 +47,24 @@ class SamplingSettings:
             raise ConfigError(f"max_new_tokens = {self.max_new_tokens} is invalid: use >= 1")
 
 
+@dataclass(frozen=True)
+class Samples:
+    texts: list[list[str]]
+    """len(prompts) lists of settings.k response texts."""
+    cut: list[list[bool]]
+    """Same shape: True where the response stopped at max_new_tokens, not at end-of-sequence."""
+
+
 class Sampler(Protocol):
-    def sample(self, prompts: list[list[int]], seeds: list[int], settings: SamplingSettings) -> list[list[str]]:
-        """len(prompts) lists of settings.k response texts."""
+    def sample(self, prompts: list[list[int]], seeds: list[int], settings: SamplingSettings) -> Samples:
+        """settings.k responses per prompt, and which of them were cut at the length limit."""
 
 
 class HFSampler:
     def __init__(self, model, tokenizer, device: torch.device) -> None:
         self.model, self.tokenizer, self.device = model, tokenizer, device
 
-    def sample(self, prompts: list[list[int]], seeds: list[int], settings: SamplingSettings) -> list[list[str]]:
+    def sample(self, prompts: list[list[int]], seeds: list[int], settings: SamplingSettings) -> Samples:
         from delta_rlvr.models import decode_completions, sample_completions
 
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else contextlib.nullcontext()
@@ -66,7 +76,9 @@ class HFSampler:
                 temperature=settings.temperature, top_p=settings.top_p, pad_token_id=pad, seed=seeds[0],
             )
         texts = decode_completions(self.tokenizer, batch)
-        return [texts[i * settings.k:(i + 1) * settings.k] for i in range(len(prompts))]
+        cut = (~batch.ended_with_eos).tolist()
+        k = settings.k
+        return Samples([texts[i * k:(i + 1) * k] for i in range(len(prompts))], [cut[i * k:(i + 1) * k] for i in range(len(prompts))])
 
 
 class VLLMSampler:
@@ -75,7 +87,7 @@ class VLLMSampler:
 
         self.llm = LLM(model=weights_dir, tokenizer=weights_dir, seed=seed, dtype="auto")
 
-    def sample(self, prompts: list[list[int]], seeds: list[int], settings: SamplingSettings) -> list[list[str]]:
+    def sample(self, prompts: list[list[int]], seeds: list[int], settings: SamplingSettings) -> Samples:
         from vllm import SamplingParams
 
         params = [
@@ -84,7 +96,8 @@ class VLLMSampler:
             for s in seeds
         ]
         outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompts], params, use_tqdm=False)
-        return [[o.text for o in out.outputs] for out in outputs]
+        return Samples([[o.text for o in out.outputs] for out in outputs],
+                       [[o.finish_reason == "length" for o in out.outputs] for out in outputs])
 
 
 def vllm_available() -> bool:

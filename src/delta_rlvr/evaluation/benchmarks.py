@@ -38,6 +38,7 @@ from delta_rlvr.data import (
     DataError,
     FieldMap,
     PromptRecord,
+    check_golds_score_themselves,
     field_map,
     load_code_file,
     load_dataset_spec,
@@ -107,6 +108,12 @@ class DataOptions:
     answer_field: str = ""
     answer_format: str = ""
     skip_bad_rows: bool = False
+    question_template: str = ""
+    """`{Body} {Question}`: the question built from several fields (--question-template)."""
+    options_field: str = ""
+    """A multiple-choice question's options, appended to it (--options-field)."""
+    choice_index: int | None = None
+    """The gold is an option index, 0- or 1-based (--choice-index)."""
 
 
 def expand_specs(specs: list[str] | tuple[str, ...]) -> list[str]:
@@ -157,15 +164,22 @@ def _load(load, what: str):
 
 
 def _from_file(name: str, path: Path, options: DataOptions, base: FieldMap | None = None, fmt: str | None = None) -> Benchmark:
-    fields = field_map(options.question_field, options.answer_field, options.answer_format, base)
+    import sys
+
+    fields = _load(lambda: field_map(options.question_field, options.answer_field, options.answer_format, base,
+                                     question_template=options.question_template, options=options.options_field,
+                                     choice_index=options.choice_index), str(path))
     records, summary = _load(lambda: load_file(path, fields, source=name, skip_bad_rows=options.skip_bad_rows), str(path))
     if summary.rows_skipped:
-        import sys
-
         first = summary.skipped[0]
         print(f"benchmark {name}: skipped {summary.rows_skipped} of {summary.rows_read} rows of {path} (first: line {first.line}"
               f"{' field ' + repr(first.field) if first.field else ''}: {first.message})", file=sys.stderr)
     fmt = fmt or ("choice" if fields.gold_format == "choice" else "auto")
+    if fields.gold_format == "choice" and fmt != "choice":
+        fmt = "choice"
+    _, warning = check_golds_score_themselves(records, fmt, name=f"benchmark {name}")
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     return Benchmark(name, tuple(records), fmt, math_verdicts(fmt), summary.rows_skipped)
 
 

@@ -30,6 +30,9 @@ class SampleRow:
     reason: str
     correct: bool
     gold: str
+    cut: bool | None = None
+    """The response stopped at max_new_tokens (no end-of-sequence); None in dumps written before
+    this was recorded."""
 
 
 def read_dump(path: Path) -> list[SampleRow]:

@@ -37,6 +37,9 @@ class BenchmarkScore:
     """SE of avg@k over the problem distribution (std of per-problem accuracy / sqrt(n))."""
     reasons: dict[str, int]
     """Verifier reasons over all samples."""
+    cut: float | None = None
+    """Fraction of responses cut at max_new_tokens (no end-of-sequence); None when the dump
+    predates the record."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,13 @@ def score_benchmark(name: str, problems: list[list[SampleRow]], k: int) -> Bench
         pass_at={str(j): mean_pass_at_k(correct, j) for j in reported_ks(k)},
         se_sampling=sampling_standard_error(correct), se_problems=problem_standard_error(correct),
         reasons=dict(sorted(Counter(r.reason for rows in problems for r in rows).items())),
+        cut=_cut_fraction([r for rows in problems for r in rows]),
     )
+
+
+def _cut_fraction(rows: list[SampleRow]) -> float | None:
+    known = [r.cut for r in rows if r.cut is not None]
+    return sum(known) / len(known) if known and len(known) == len(rows) else None
 
 
 def weighted(scores: list[BenchmarkScore]) -> BenchmarkScore:
@@ -83,6 +92,8 @@ def weighted(scores: list[BenchmarkScore]) -> BenchmarkScore:
         se_sampling=weighted_standard_error([s.se_sampling for s in scores], w),
         se_problems=weighted_standard_error([s.se_problems for s in scores], w),
         reasons=dict(sorted(sum((Counter(s.reasons) for s in scores), Counter()).items())),
+        cut=(sum(s.cut * s.problems * s.k for s in scores) / sum(s.problems * s.k for s in scores)
+             if all(s.cut is not None for s in scores) else None),
     )
 
 
@@ -105,17 +116,20 @@ def _pct(x: float) -> str:
 
 def to_markdown(report: EvalReport) -> str:
     ks = list(report.average.pass_at)
-    head = ["benchmark", "problems", f"avg@{report.k}", "SE (sampling)", "SE (problems)", *[f"pass@{j}" for j in ks]]
+    head = ["benchmark", "problems", f"avg@{report.k}", "SE (sampling)", "SE (problems)", *[f"pass@{j}" for j in ks],
+            "cut at limit"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in [*report.benchmarks, report.average]:
         name = f"**{s.name}**" if s is report.average else s.name
-        cells = [name, str(s.problems), _pct(s.avg), _pct(s.se_sampling), _pct(s.se_problems), *[_pct(s.pass_at[j]) for j in ks]]
+        cells = [name, str(s.problems), _pct(s.avg), _pct(s.se_sampling), _pct(s.se_problems), *[_pct(s.pass_at[j]) for j in ks],
+                 _pct(s.cut) if s.cut is not None else "n/a"]
         lines.append("| " + " | ".join(cells) + " |")
     st = report.settings
     note = (f"\nAll numbers in percent. k = {report.k} samples per problem, temperature {st.get('temperature')}, "
             f"top-p {st.get('top_p')}, at most {st.get('max_new_tokens')} new tokens; model `{st.get('model')}`. "
             "pass@k' is the unbiased estimator of Chen et al. (2021); the last row weights each benchmark by its "
-            "question count.\n")
+            "question count. \"cut at limit\": responses that reached the token limit without ending (scored as they stand; "
+            "a high share means the limit, not the model, decided them).\n")
     return "\n".join(lines) + "\n" + note
 
 

@@ -94,11 +94,19 @@ def _bench_template(cfg: EvalConfig, source: ModelSource, template: str, bench: 
     return template
 
 
-def default_max_new_tokens(source: ModelSource) -> int:
-    """The checkpoint's rollout length; 40 for the embedded model; else 1024."""
+PAPER_MAX_NEW_TOKENS = 30_000
+"""The DelTA paper's evaluation length (max 30000 tokens; its training responses: 20480)."""
+
+
+def default_max_new_tokens(source: ModelSource, benchmarks: tuple[str, ...] | list[str] = ()) -> int:
+    """The checkpoint's rollout length; 40 for the embedded model; the paper's 30000 when the
+    paper's suite (`paper7`) is asked for; else 1024. `--max-new-tokens` overrides all of them
+    (lower it on a CPU: `--max-new-tokens 2048`)."""
     if source.run_config is not None:
         return source.run_config.rollout.max_new_tokens
-    return 40 if source.is_embedded else 1024
+    if source.is_embedded:
+        return 40
+    return PAPER_MAX_NEW_TOKENS if "paper7" in benchmarks else 1024
 
 
 def _check_settings(out: Path, settings: dict) -> None:
@@ -166,13 +174,15 @@ def evaluate(cfg: EvalConfig, benchmarks: list[Benchmark] | None = None, source:
             for window in windows.values():
                 records = [bench.records[i] for i in window]
                 seeds = [problem_seed(cfg.seed, bench.name, i) for i in window]
-                texts = sampler.sample(encode(records), seeds, sampling)
+                samples = sampler.sample(encode(records), seeds, sampling)
+                texts, cut = samples.texts, samples.cut
                 flat = [t for group in texts for t in group]
                 rows_records = [r for r in records for _ in range(sampling.k)]
                 verdicts = bench.scorer(flat, rows_records)
                 append_rows(dump, [
                     SampleRow(bench.name, rec.id, pos, j, texts[n][j], verdicts[n * sampling.k + j].extracted,
-                              verdicts[n * sampling.k + j].reason, verdicts[n * sampling.k + j].correct, rec.gold)
+                              verdicts[n * sampling.k + j].reason, verdicts[n * sampling.k + j].correct, rec.gold,
+                              bool(cut[n][j]))
                     for n, (pos, rec) in enumerate(zip(window, records)) for j in range(sampling.k)
                 ])
                 bar.update(len(window))

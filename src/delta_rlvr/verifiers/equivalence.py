@@ -33,13 +33,19 @@ from typing import Literal
 
 from delta_rlvr.verifiers.extract import prepare_gold
 from delta_rlvr.verifiers.normalize import (
+    MATH_WORDS,
+    answer_units,
     choice_letter,
     decimal_comma_value,
+    has_relation,
+    is_choice_hedge,
     is_point_decimal,
     normalize_answer,
     numbers_match,
     plain_number,
     plain_text_to_latex,
+    text_form,
+    text_words,
 )
 
 Verdict = Literal["correct", "wrong", "unparsed", "gold_unparsed"]
@@ -101,9 +107,15 @@ def check_equivalence(gold: str | list[str] | tuple[str, ...], pred: str, mode: 
         return _any_gold(golds, pred, None)
     # A whole response: our extractors first (box chain, ####, Answer:, a lone `$...$`), then
     # math-verify's own extraction as graders call it.
-    from delta_rlvr.verifiers.extract import extract_auto
+    from delta_rlvr.verifiers.extract import extract_auto, extract_boxed_answers
 
-    candidates = [extract_auto(pred)]
+    committed = extract_auto(pred)
+    boxed = extract_boxed_answers(pred)
+    if committed is not None and boxed is not None and committed != boxed:
+        # a "final answer is X" statement after the last box: X is the answer, and math-verify's
+        # own extraction (which prefers the box) must not score the intermediate box instead
+        return _any_gold(golds, committed, None)
+    candidates = [committed]
     whole = prepare_gold(pred)
     if whole != pred.strip() and "$" not in whole:
         candidates.append(whole)
@@ -113,6 +125,10 @@ def check_equivalence(gold: str | list[str] | tuple[str, ...], pred: str, mode: 
         if verdict[0] == "correct":
             return verdict
         first = first or verdict
+    if first is not None and first[0] == "wrong" and boxed is not None:
+        # the response's boxed answer was read and judged wrong (an `Answer:` line may hold prose):
+        # math-verify's free-text reading of the same box (`11 \text{ or more}` -> 11) must not undo that
+        return first
     free_parse, extracted = free_text_answer(pred)
     if extracted is None:
         return first or ("unparsed", "math-verify found no answer in the response")
@@ -130,21 +146,48 @@ def _any_gold(golds: list[str], pred: str, free_parse: list | None) -> tuple[Ver
     return verdicts[0]
 
 
-# Words that are mathematics, not qualifiers, when they end an answer.
-_MATH_WORDS = frozenset(
-    "sin cos tan cot sec csc arcsin arccos arctan sinh cosh tanh log ln exp sqrt pi infty inf infinity max min gcd lcm mod "
-    "and or".split()
-)
-_TRAILING_WORDS = re.compile(r"^(?=.*[\d\\}])(.*?[^\s])\s+((?:[a-zA-Z]{2,}\.?\s*)+)$", re.S)
+_WORD_TOKEN = re.compile(r"[a-zA-Z]{2,}\.?")
 
 
 def _trailing_words(answer: str) -> str:
-    """Qualifying words after a value (`or more`, `apples`), '' when there are none."""
-    match = _TRAILING_WORDS.match(answer)
-    if match is None:
+    """Qualifying words after a value (`or more`, `apples`), '' when there are none. Linear:
+    whitespace-separated words are taken from the end while they are words."""
+    tokens = answer.split()
+    count = 0
+    while count < len(tokens) - 1 and _WORD_TOKEN.fullmatch(tokens[-1 - count]):
+        count += 1
+    if count == 0 or not re.search(r"[\d\\}]", " ".join(tokens[: len(tokens) - count])):
         return ""
-    words = match.group(2).split()
-    return match.group(2).strip() if any(w.rstrip(".").lower() not in _MATH_WORDS for w in words) else ""
+    words = tokens[len(tokens) - count:]
+    return " ".join(words) if any(w.rstrip(".").lower() not in MATH_WORDS for w in words) else ""
+
+
+# Words after a value that qualify it or change it (a hedge, a relation, a multiplier), so the
+# value alone is not what was answered: `70 or more`, `70 thousand`, `5 squared`, `3 at least`.
+_VALUE_CHANGING_WORDS = frozenset(
+    "or and nor either neither more less least most fewer greater larger smaller bigger than at about around approximately "
+    "approx roughly nearly almost over under above below up to between from through until not no none never except without "
+    "plus minus times divided by per maybe possibly perhaps probably if unless negative positive inverse reciprocal base "
+    "zero one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty hundred thousand million "
+    "billion trillion dozen half halves third thirds quarter quarters tens hundreds thousands millions billions ones "
+    "squared cubed factorial power percent".split()
+)
+
+
+def _changes_the_value(words: str) -> bool:
+    return any(word.rstrip(".").lower() in _VALUE_CHANGING_WORDS for word in words.split())
+
+
+def _without_trailing_words(normalised: str, words: str) -> str:
+    return normalised[: len(normalised) - len(words)].strip() if normalised.endswith(words) else normalised
+
+
+_TEXT_RULE_MAX_CHARS = 200  # longer golds are solutions, read by math-verify's extraction below
+
+
+def _is_text(normalised: str) -> bool:
+    """Words that are not mathematics, and not a qualifier after a value (`5 apples`)."""
+    return len(normalised) <= _TEXT_RULE_MAX_CHARS and bool(text_words(normalised)) and not _trailing_words(normalised)
 
 
 def _check_one(gold: str, pred: str, free_parse: list | None) -> tuple[Verdict, str]:
@@ -156,12 +199,29 @@ def _check_one(gold: str, pred: str, free_parse: list | None) -> tuple[Verdict, 
         return "unparsed", "empty prediction"
 
     gold_letter = choice_letter(gold, with_option_text=True)
+    if gold_letter is not None and (is_choice_hedge(pred) or is_choice_hedge(pred_norm)):
+        return "wrong", "several option letters (a hedge)"
     pred_letter = choice_letter(pred)
     if gold_letter is not None and pred_letter is not None:
         return ("correct", "same option letter") if gold_letter == pred_letter else ("wrong", "different option letter")
 
+    if has_relation(pred_norm) and not has_relation(gold_norm):
+        return "wrong", "a relation (an inequality) where the gold is a value"
+    gold_units, pred_units = answer_units(gold), answer_units(pred)
+    if gold_units and pred_units and gold_units != pred_units:
+        return "wrong", f"different units ({', '.join(sorted(pred_units))} for {', '.join(sorted(gold_units))})"
+
     if gold_norm == pred_norm or gold_norm.casefold() == pred_norm.casefold():
         return "correct", "normalised strings equal"
+
+    gold_text = _is_text(gold_norm)
+    # math-verify's free-text extraction returns the words around its parse (`about 1`): only
+    # the gold side decides there
+    pred_text = free_parse is None and _is_text(pred_norm)
+    if gold_text or pred_text:
+        # words compare as words, never as products of letter symbols (`Amy` is not `May`)
+        same = text_form(gold) == text_form(pred)
+        return ("correct", "same text") if same else ("wrong", "different text" if gold_text and pred_text else "text against a value")
 
     gold_number = plain_number(gold_norm)
     pred_number = plain_number(pred_norm)
@@ -172,9 +232,15 @@ def _check_one(gold: str, pred: str, free_parse: list | None) -> tuple[Verdict, 
     if "=" in pred_norm and "=" not in gold_norm and re.match(r"\s*[-+\d]", pred_norm.split("=", 1)[0]):
         # `-x=5` (x = -5) or `2x=10` against a value: math-verify compares the right side only
         return "wrong", "an equation whose left side is not the unknown"
-    if _trailing_words(pred_norm) and not _trailing_words(gold_norm):
-        # `\\frac{1}{9} or more`, `70 apples`: math-verify drops words after a LaTeX value
-        return "wrong", f"words after the answer ({_trailing_words(pred_norm)!r}) that the gold does not have"
+    pred_words, gold_words = _trailing_words(pred_norm), _trailing_words(gold_norm)
+    if pred_words and not gold_words:
+        if _changes_the_value(pred_words):
+            # `\\frac{1}{9} or more`, `70 thousand`: math-verify drops words after a LaTeX value
+            return "wrong", f"words after the answer ({pred_words!r}) that qualify or change the value"
+        # `17 \\text{ any text}`, `9 apples`: a description after the value; the value decides
+        return _check_one(gold, _without_trailing_words(pred_norm, pred_words), free_parse)
+    if gold_words and not pred_words and not _changes_the_value(gold_words):
+        return _check_one(_without_trailing_words(gold_norm, gold_words), pred, free_parse)
     for comma_side, point_side in ((pred_norm, gold_norm), (gold_norm, pred_norm)):
         comma_value = decimal_comma_value(comma_side)
         if comma_value is not None and is_point_decimal(point_side):

@@ -103,7 +103,8 @@ def _all_boxes(text: str) -> list[tuple[int, int, str]]:
 # What may stand between two boxes of one answer: `\boxed{1}, \boxed{2} and \boxed{3}`,
 # `\(\boxed{1}\) and \(\boxed{-2}\)`, `$\boxed{a}$ or $\boxed{b}$`.
 _BOX_SEPARATOR = re.compile(
-    r"(?:\s|\$|\\[()\[\]]|\\quad|\\qquad|\\[,;]|[,;+]|\\\Z|\band\b|\bor\b|\\text\{[^{}$]{0,40}\}|\b[a-zA-Z]{1,12}\s+(?=and\b|or\b))*"
+    r"(?:\s|\$|\\[()\[\]]|\\quad|\\qquad|\\[,;]|[,;+]|\\\Z|\band\b|\bor\b|\\text\{[^{}$]{0,40}\}|\b[a-zA-Z]{1,12}\s+(?=and\b|or\b)"
+    r"|(?<![a-zA-Z\\])[a-zA-Z](?:_\{?\w{1,3}\}?)?\s*=\s*\Z)*"  # named parts: `y_2=\boxed{...}`
 )
 
 
@@ -131,6 +132,54 @@ def extract_boxed_answers(text: str) -> str | None:
 
 
 _HASHES = re.compile(r"####[ \t]*([^\n]*)")
+
+
+_FINAL_STATEMENT = re.compile(r"(?i)\bfinal\s+answer\s*(?:is|:)\s*(?:is\s*)?:?\s*")
+
+
+def _last_box_end(text: str) -> int:
+    """Where the last box (braced or `\\boxed 5`) ends; -1 when there is none."""
+    found = _find_last_command(text)
+    if found is None:
+        return -1
+    after = found[0]
+    rest = after
+    while rest < len(text) and text[rest] in " \t":
+        rest += 1
+    if rest < len(text) and text[rest] == "{":
+        content = _balanced_group(text, rest)
+        return rest + 1 if content is None else rest + len(content) + 2
+    return rest
+
+
+def final_statement(text: str, start: int = 0) -> str | None:
+    """The answer of the last explicit "final answer is X" / "Final Answer: X" after `start`:
+    the math `$X$` / `\\(X\\)` that follows, else the words up to the end of the sentence."""
+    matches = list(_FINAL_STATEMENT.finditer(text, start))
+    if not matches:
+        return None
+    rest = text[matches[-1].end():]
+    math = re.match(r"\s*(?:\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\])", rest, re.S)
+    if math:
+        answer = next(group for group in math.groups() if group is not None)
+    else:
+        plain = re.match(r"\s*([^\n]*?)(?:\.\s|\.?$|\n)", rest)
+        answer = plain.group(1) if plain else ""
+        if not re.search(r"[\d\\]", answer) or "$" in answer or len(answer) > 80:
+            return None  # "... my final answer: it holds" states no value
+    answer = answer.strip().rstrip(".").strip()
+    return answer or None
+
+
+def extract_committed_box(text: str) -> str | None:
+    """The boxed answer (`extract_boxed_answers`), unless an explicit "final answer is X"
+    statement comes after the last box: the response committed to X, and an intermediate box
+    (`... = \\boxed{255}$ ... The final answer is $10,455$`) is not its answer."""
+    boxed = extract_boxed_answers(text)
+    if boxed is None:
+        return None
+    statement = final_statement(text, _last_box_end(text))
+    return statement if statement is not None else boxed
 
 
 def extract_hashes(text: str) -> str | None:
@@ -192,6 +241,7 @@ def extract_number(text: str) -> str | None:
 
 
 _CHOICE_ANCHOR = re.compile(r"(?i)answer(?:\s+is)?\s*(?:[:=]|is)?\s*(?:\w+\s+){0,3}?\(?\**([A-E])\b(?![\'’]\w)")
+_CHOICE_MORE_LETTERS = re.compile(r"\)?\**[ \t]*(?:,|;|/|&|\bor\b|\band\b)?[ \t]*\(?\**[A-E]\b\**\)?(?![\w\'’])")
 _CHOICE_START = re.compile(r"^\s*\(?\**([A-E])\**\)?(?:[.):]|\s|$)")
 _CHOICE_ANY = re.compile(r"(?<![\w\\])\(?([A-E])\)?(?![\w\'’])")
 
@@ -201,13 +251,24 @@ def extract_choice(text: str) -> str | None:
     (is)", else a letter opening the response (`D. because ...`), else the last lone letter."""
     boxed = extract_boxed(text)
     if boxed is not None:
-        from delta_rlvr.verifiers.normalize import choice_letter
+        from delta_rlvr.verifiers.normalize import choice_letter, is_choice_hedge
 
+        if is_choice_hedge(boxed):
+            return boxed.strip()  # `(C) or (D)`: several letters are no answer; scored wrong
         letter = choice_letter(boxed, with_option_text=True)
         return letter or boxed.strip()
-    anchored = _CHOICE_ANCHOR.findall(text)
+    anchored = list(_CHOICE_ANCHOR.finditer(text))
     if anchored:
-        return anchored[-1]
+        last = anchored[-1]
+        position, more = last.end(), 0
+        while more < 8:  # each step consumes one more letter; bounded, so linear
+            step = _CHOICE_MORE_LETTERS.match(text, position, position + 40)
+            if step is None:
+                break
+            position, more = step.end(), more + 1
+        if more:
+            return text[last.start(1):position].strip()  # `answer is C or D`, `(A) (B) (C) (D)`
+        return last.group(1)
     start = _CHOICE_START.match(text)
     if start:
         return start.group(1)
@@ -225,7 +286,7 @@ def extract_auto(text: str) -> str | None:
     """Boxed (a chain of boxes is one answer), then `####`, then `Answer:`, then `<answer>`:
     for evaluation over mixed sources. `score_math` goes one step further for "auto": a
     response with none of these is read by math-verify's own free-text extraction."""
-    for extractor in (extract_boxed_answers, extract_hashes, extract_answer_line, extract_answer_tag):
+    for extractor in (extract_committed_box, extract_hashes, extract_answer_line, extract_answer_tag):
         answer = extractor(text)
         if answer is not None:
             return answer
@@ -233,7 +294,7 @@ def extract_auto(text: str) -> str | None:
 
 
 ANSWER_EXTRACTORS: dict[str, Callable[[str], str | None]] = {
-    "boxed": extract_boxed_answers,
+    "boxed": extract_committed_box,
     "hashes": extract_hashes,
     "answer_line": extract_answer_line,
     "answer_tag": extract_answer_tag,

@@ -89,7 +89,12 @@ def _text_group(match: re.Match, whole: bool) -> str:
         return match.group(1)
     if content in _SINGLE_LETTER_UNITS or is_unit_phrase(content):
         return " "
+    if content in _OPERATOR_NAMES:
+        return f"\\operatorname{{{content}}}"  # `\\operatorname{lcm}(4,6)`: a function math-verify evaluates
     return f" {content} " + match.group(2)
+
+
+_OPERATOR_NAMES = frozenset("lcm gcd sgn arg".split())
 
 
 def normalize_answer(answer: str) -> str:
@@ -151,6 +156,7 @@ class PlainNumber:
 
 _INT_OR_DEC = re.compile(r"([-+]?)(\d+)(?:\.(\d*))?|([-+]?)\.(\d+)")
 _SCIENTIFIC = re.compile(r"([-+]?\d+(?:\.\d+)?)\s*(?:e|E|\\times\s*10\s*\^|\\cdot\s*10\s*\^)\s*\{?\s*([-+]?\d+)\s*\}?")
+_MIXED = re.compile(r"([-+]?)(\d+)\s+(\d+)\s*/\s*(\d+)")  # `1 1/2` = 3/2, a proper fraction after a whole number
 _SLASH = re.compile(r"([-+]?\d+)\s*/\s*([-+]?\d+)")
 _FRAC = re.compile(r"([-+]?)\s*\\frac\s*(?:\{\s*([-+]?\d+)\s*\}|(\d))\s*(?:\{\s*([-+]?\d+)\s*\}|(\d))")
 
@@ -181,7 +187,14 @@ def plain_number(answer: str) -> PlainNumber | None:
         exponent = int(match.group(2))
         if abs(exponent) > 400:
             return None
-        return PlainNumber(Fraction(match.group(1)) * Fraction(10) ** exponent, percent, None)
+        mantissa = match.group(1)
+        # `2.3148e-3` is written to 4 + 3 = 7 decimal places
+        places = max(0, len(mantissa.split(".")[1]) - exponent) if "." in mantissa else None
+        return PlainNumber(Fraction(mantissa) * Fraction(10) ** exponent, percent, places)
+    match = _MIXED.fullmatch(text)
+    if match and 0 < int(match.group(3)) < int(match.group(4)):
+        whole = Fraction(int(match.group(2))) + Fraction(int(match.group(3)), int(match.group(4)))
+        return PlainNumber(-whole if match.group(1) == "-" else whole, percent, None)
     match = _SLASH.fullmatch(text)
     if match:
         return _ratio(match.group(1), match.group(2), percent)
@@ -201,37 +214,48 @@ def _ratio(numerator: str, denominator: str, percent: bool) -> PlainNumber | Non
     return PlainNumber(Fraction(int(numerator), int(denominator)), percent, None)
 
 
-_RELATIVE_TOLERANCE = Fraction(1, 10**6)
+RELATIVE_TOLERANCE = Fraction(1, 10**6)
+"""Relative tolerance for a decimal against a value it can only approximate (see numbers_match)."""
 
 
 def numbers_match(gold: PlainNumber, pred: PlainNumber) -> bool:
-    """Exact equality, accepting `50%` = `50` = `0.5` and long rounded decimals of 1/3 etc.
+    """Exact equality, with two documented allowances.
 
-    A prediction written as a decimal may stand for a value with no finite decimal expansion
-    (1/3, 2/7); it is accepted when it is within 1e-6 relative of the gold. Two terminating
-    values (1 vs 1.0001, 0.001 vs 0.0011) must be exactly equal.
+    Percent: when exactly one side carries `%`, `x%` also equals x/100 (`50%` = `0.5`, and
+    `50%` = `50` as benchmarks write percentages without the sign); two percentages compare as
+    written (`50%` != `0.5%`).
+    Rounded decimals: a decimal with k places against a value it cannot equal exactly (a gold
+    with no finite expansion, 1/3, 2/7; or a decimal written with fewer places) is accepted
+    when it is the value rounded or cut to its own k places (|pred - gold| < 10^-k) and within
+    1e-6 relative of it; so `0.3333333` = 1/3 but `0.333` != 1/3, and no tolerance ever accepts
+    a different integer or a decimal whose own last digit is wrong (`285714.0` != 2000000/7).
+    Two terminating values otherwise compare exactly (1 != 1.0001, 0.001 != 0.0011).
     """
-    gold_values = [gold.value] + ([gold.value / 100] if gold.percent else [])
-    pred_values = [pred.value] + ([pred.value / 100] if pred.percent else [])
+    gold_values = [gold.value] + ([gold.value / 100] if gold.percent and not pred.percent else [])
+    pred_values = [pred.value] + ([pred.value / 100] if pred.percent and not gold.percent else [])
     for gold_value in gold_values:
         for pred_value in pred_values:
             if gold_value == pred_value:
                 return True
-            if _is_rounded_decimal(pred, gold_value) and gold_value != 0:
-                if abs(pred_value - gold_value) <= _RELATIVE_TOLERANCE * abs(gold_value):
-                    return True
+            if _within_written_precision(pred, pred_value, gold_value) or _within_written_precision(gold, gold_value, pred_value):
+                return True
     return False
 
 
-def _is_rounded_decimal(pred: PlainNumber, gold_value: Fraction) -> bool:
-    """Pred is a decimal and gold has no finite decimal expansion, so rounding was forced."""
-    if pred.decimal_places is None:
+def _within_written_precision(approx: PlainNumber, approx_value: Fraction, exact_value: Fraction) -> bool:
+    """`approx` (a decimal with k places) is `exact_value` rounded or cut to k places, and close."""
+    places = approx.decimal_places
+    if places is None or places == 0 or exact_value == 0:
         return False
-    denominator = gold_value.denominator
-    for prime in (2, 5):
-        while denominator % prime == 0:
-            denominator //= prime
-    return denominator != 1
+    if _terminates_within(exact_value, places):
+        return False  # representable with k places: only exact equality counts
+    difference = abs(approx_value - exact_value)
+    return difference < Fraction(1, 10**places) and difference <= RELATIVE_TOLERANCE * abs(exact_value)
+
+
+def _terminates_within(value: Fraction, places: int) -> bool:
+    """True when `value` has an exact decimal expansion of at most `places` digits."""
+    return (value * 10**places).denominator == 1
 
 
 _CHOICE_BARE = re.compile(r"^\(?\s*([A-E])\s*\)?[.:]?$")
@@ -289,3 +313,146 @@ def _matching_paren(text: str, open_index: int) -> int | None:
             if depth == 0:
                 return index
     return None
+
+
+# --- units, relations, text answers and hedges (issue 25: rules a policy cannot game) ---
+
+_UNIT_CANON = {
+    "cm": "cm", "centimeter": "cm", "centimetre": "cm", "mm": "mm", "millimeter": "mm", "millimetre": "mm",
+    "km": "km", "kilometer": "km", "kilometre": "km", "nm": "nm", "dm": "dm", "m": "m", "meter": "m", "metre": "m",
+    "in": "in", "inch": "in", "ft": "ft", "feet": "ft", "foot": "ft", "yd": "yd", "yard": "yd", "mi": "mile", "mile": "mile",
+    "kg": "kg", "kilogram": "kg", "g": "g", "gram": "g", "mg": "mg", "lb": "lb", "pound": "lb", "ounce": "oz", "oz": "oz",
+    "ton": "ton", "tonne": "tonne",
+    "s": "second", "sec": "second", "second": "second", "min": "minute", "minute": "minute", "h": "hour", "hr": "hour",
+    "hour": "hour", "day": "day", "week": "week", "month": "month", "yr": "year", "year": "year",
+    "mph": "mile/hour", "kph": "km/hour", "kmh": "km/hour",
+    "l": "liter", "liter": "liter", "litre": "liter", "ml": "ml", "gallon": "gallon", "cup": "cup",
+    "dollar": "dollar", "cent": "cent", "euro": "euro", "yuan": "yuan", "rupee": "rupee", "peso": "peso", "yen": "yen",
+    "degree": "degree", "deg": "degree", "radian": "radian", "rad": "radian",
+}  # fmt: skip
+_WILDCARD_UNITS = frozenset({"unit", "units"})  # `square units`: says nothing about which unit
+
+
+def _canon_unit_word(word: str) -> str | None:
+    low = word.lower()
+    for candidate in (low, low[:-2] if low.endswith("es") else None, low[:-1] if low.endswith("s") else None):
+        if candidate and candidate in _UNIT_CANON:
+            return _UNIT_CANON[candidate]
+    return None
+
+
+def canonical_unit(phrase: str) -> str | None:
+    """`square centimeters` / `cm^2` / `sq cm` -> "cm^2", `hours` -> "hour", `km/h` -> "km/hour";
+    None for a phrase that names no definite unit (`units`, `square units`, not a unit)."""
+    tokens = re.findall(r"[a-zA-Z]+|\^\s*\{?\s*[23]|[²³]|/", phrase)
+    parts: list[str] = []
+    power = ""
+    for token in tokens:
+        low = token.lower()
+        if low in ("square", "sq"):
+            power = "^2"
+        elif low == "cubic":
+            power = "^3"
+        elif low in _WILDCARD_UNITS:
+            return None
+        elif token == "/":
+            parts.append("/")
+        elif token[0] in "^²³":
+            exponent = "^2" if ("2" in token or token == "²") else "^3"
+            if parts and parts[-1] != "/":
+                parts[-1] = parts[-1].split("^")[0] + exponent
+        else:
+            unit = _canon_unit_word(token)
+            if unit is None:
+                return None
+            parts.append(unit + power)
+            power = ""
+    text = "".join(parts).strip("/")
+    return text or None
+
+
+_CURRENCY_SIGNS = ((re.compile(r"\\\$|^\s*-?\$(?=\s*\d)"), "dollar"), (re.compile(r"\\euro|€"), "euro"),
+                   (re.compile(r"£|\\pounds"), "pound"))  # fmt: skip
+_UNIT_TAIL = re.compile(r"(?:^|[\d})\s])\s*([a-zA-Z][a-zA-Z\s/.]*(?:\^\s*\{?\s*[23]\s*\}?|[²³])?)\s*$")
+
+
+def answer_units(answer: str) -> frozenset[str]:
+    """The definite units an answer names: currency signs, degrees, unit words in `\\text{}` or
+    after a value (`3 hours`, `5 cm^2`, `90^\\circ`, `\\$50`). Empty when it names none."""
+    text = answer.strip()
+    units = set()
+    for pattern, unit in _CURRENCY_SIGNS:
+        if pattern.search(text) and (unit != "dollar" or text.count("$") - text.count("\\$") <= 1):
+            units.add(unit)
+    if _DEGREES.search(text):
+        units.add("degree")
+    for match in _TEXT_GROUP.finditer(text):
+        content = match.group(1).strip()
+        if content in _SINGLE_LETTER_UNITS or is_unit_phrase(content):
+            unit = canonical_unit(content + match.group(2))
+            if unit:
+                units.add(unit)
+    bare = _TEXT_GROUP.sub(" ", _DEGREES.sub(" ", text))
+    bare = _DROP.sub(lambda match: match.group(1) or "", bare)
+    for piece in re.split(r",|;|\\quad|\band\b", bare):
+        if len(piece) > 80:
+            continue  # a sentence, not a value with a unit (and keeps the scan linear)
+        tail = _UNIT_TAIL.search(piece.strip())
+        if tail and re.search(r"\d", piece) and is_unit_phrase(tail.group(1)):
+            unit = canonical_unit(tail.group(1))
+            if unit:
+                units.add(unit)
+    return frozenset(units)
+
+
+_RELATION = re.compile(r"\\(?:geq?|leq?|neq?|gt|lt|geqslant|leqslant|ngeq|nleq|ngtr|nless)(?![a-zA-Z])|[<>≤≥≠]|!=")
+
+
+def has_relation(answer: str) -> bool:
+    """`\\geq 5`, `x \\neq 5`, `<5`: an inequality, not a value (`=` and `\\in` are not relations here)."""
+    return _RELATION.search(answer) is not None
+
+
+# Words that are mathematics, not text, inside an answer.
+MATH_WORDS = frozenset(
+    "sin cos tan cot sec csc arcsin arccos arctan sinh cosh tanh log ln exp sqrt pi infty inf infinity max min gcd lcm mod "
+    "det lim sup sgn arg deg ker dim rank and or".split()
+)
+_COMMANDS = re.compile(r"\\(?:begin|end)\s*\{[a-zA-Z*]*\}|\\[a-zA-Z]+")
+_SUBSCRIPT = re.compile(r"_\s*(?:\{[^{}]*\}|[a-zA-Z0-9]+)")
+_WORD = re.compile(r"(?<![a-zA-Z])[a-zA-Z]{3,}(?![a-zA-Z])")
+
+
+def text_words(normalised: str) -> list[str]:
+    """Words of three or more letters that are not LaTeX commands, math functions or units."""
+    bare = _SUBSCRIPT.sub(" ", _COMMANDS.sub(" ", normalised))  # `S_{MBCN}` names a point set, not a word
+    return [w for w in _WORD.findall(bare) if w.lower() not in MATH_WORDS and w.lower() not in UNIT_WORDS]
+
+
+_ARTICLES = re.compile(r"(?i)\b(?:the|a|an)\b")
+
+
+def text_form(answer: str) -> str:
+    """A text answer as text: `\\text{}` and braces removed, case folded, articles and spacing
+    normalised, end punctuation dropped (`\\text{The Circle.}` -> "circle")."""
+    text = normalize_answer(answer)
+    text = re.sub(r"\\(?:text|textbf|textit|textrm|textnormal|mbox|mathrm|mathbf|mathit|operatorname)\s*", "", text)
+    text = text.replace("{", " ").replace("}", " ").replace("\\", " ").casefold()
+    text = _ARTICLES.sub(" ", text)
+    return re.sub(r"\s+", " ", text).strip(" .,;:!")
+
+
+_HEDGE_SEPARATORS = re.compile(r"\\text\s*\{\s*(?:or|and)\s*\}|\\quad|\b(?:or|and)\b|[,;/&.]")
+_OPTION_TOKEN = re.compile(r"\(?[A-E]\)?")
+
+
+def is_choice_hedge(answer: str) -> bool:
+    """Two or more option letters in one answer: `(C) or (D)`, `C, D`, `(A) (B) (C) (D)`, `ABCD`.
+    Linear: separators become spaces, then every token must be one letter (no backtracking regex)."""
+    text = answer.strip()
+    if len(text) > 200:
+        return False
+    if re.fullmatch(r"\(?\s*[A-E]{2,5}\s*\)?\.?", text):
+        return True
+    tokens = _HEDGE_SEPARATORS.sub(" ", text).replace("( ", "(").replace(" )", ")").split()
+    return len(tokens) >= 2 and all(_OPTION_TOKEN.fullmatch(token) for token in tokens)

@@ -47,3 +47,20 @@ def as_bare_gold(gold: str) -> str:
     if "$" in text or "\\boxed" in text or "\\(" in text or "\\[" in text:
         return text
     return f"${text}$"
+
+
+def grader_case(row: dict) -> dict:
+    """A harvested grader case (tests/verifiers/data/grader_cases.json) with what both graders
+    are given: `response` (a bare-answer peer's prediction boxed, as a model writes it; else the
+    peer's own text), `answer_format` for score_math ("choice" for letter cases, "boxed" for bare
+    predictions, else "auto") and `raw_gold` for math-verify (a bare gold inside `$...$`)."""
+    bare = row.get("pred_form") == "bare"
+    letters = row["call"].get("match_types") == ["NativeLetters"]
+    return {
+        **row,
+        # a bare `185\\` would escape the box's closing brace: a space keeps it a trailing backslash
+        "response": f"The final answer is $\\boxed{{{row['pred'] + (' ' if row['pred'].endswith(chr(92)) else '')}}}$." if bare
+        else row["pred"],
+        "answer_format": "choice" if letters else "boxed" if bare else "auto",
+        "raw_gold": as_bare_gold(row["gold"]) if bare else row["gold"],
+    }
