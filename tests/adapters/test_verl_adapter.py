@@ -335,7 +335,7 @@ def test_verl_registered_policy_loss_fed_a_times_coef_equals_the_coefficient_wei
     torch.testing.assert_close(g1, g2, atol=1e-7, rtol=1e-6)
 
 
-def test_delta_namespace_is_validated_with_the_setting_named():
+def test_delta_namespace_is_validated_with_the_setting_named(tmp_path):
     assert delta_settings(OmegaConf.create({})) == DeltaSettings()
     s = delta_settings(trainer_config(delta={"coef_min": 0.8, "cache_mib": 64}))
     assert s.enable and s.pooling == "local" and s.config == DeltaConfig(coef_min=0.8) and s.cache_mib == 64
@@ -354,8 +354,10 @@ def test_delta_namespace_is_validated_with_the_setting_named():
         DeltaSettings.from_dict({"enable": True, "spill_gib": -1})
     with pytest.raises(ValueError, match="delta.gpu_cache_mib is the GPU tier"):
         DeltaSettings.from_dict({"enable": True, "gpu_cache_mib": 512})
-    with pytest.raises(ValueError, match="delta.spill_dir='/nonexistent/spill' is not a directory"):
-        DeltaSettings.from_dict({"enable": True, "spill_dir": "/nonexistent/spill"}).tiers()
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    with pytest.raises(ValueError, match="delta.spill_dir=.*a-file/spill' cannot be created"):
+        DeltaSettings.from_dict({"enable": True, "spill_dir": str(blocked / "spill")}).tiers()
     tiered = DeltaSettings.from_dict({"enable": True, "offload_cache": True, "gpu_cache_mib": 512, "cache_mib": 1024,
                                       "spill_dir": os.getcwd(), "spill_gib": 2})
     assert [(t.kind, t.cap_bytes) for t in tiered.tiers()] == [("device", 512 << 20), ("host", 1 << 30), ("disk", 2 << 30)]
@@ -493,3 +495,23 @@ def test_a_sequence_parallel_rank_without_outputs_keeps_no_cache_and_joins_the_s
                               DeltaConfig(), options=PassOptions(tiers=tiers, holds_cache=holds))
         assert (result.cache_peak_bytes > 0) == (holds and cache_mib is None)
         assert (result.stats is None and result.coef is None) == (not holds)
+
+
+def test_the_plan_at_the_8_gpu_examples_settings_needs_the_spill_tier_for_one_forward(tmp_path):
+    from delta_rlvr.adapters.verl.plan import plan_cache
+
+    example = dict(responses_per_rank=1024, max_response_tokens=20480, hidden_size=4096, micro_batch_tokens=45056)
+    memory_only = DeltaSettings(enable=True, cache_mib=32768, offload_cache=True)
+    plan = plan_cache(memory_only, **example)
+    assert plan.token_bytes == 2 * 4096 + 8 and plan.cache_bytes == 1024 * 20480 * 8200  # 172.0 GB
+    assert plan.streams and plan.forwards == 3 and plan.lands_in.startswith("stream")
+    spilled = plan_cache(DeltaSettings(enable=True, cache_mib=32768, offload_cache=True, spill_dir=str(tmp_path / "nvme"),
+                                       spill_gib=160), **example)
+    host = 32 * 2**30 - 45056 * 8200  # a tier boundary may leave one micro-batch unused
+    assert not spilled.streams and spilled.forwards == 1 and spilled.lands_in == "host + disk"
+    assert spilled.placed == {"host": host, "disk": plan.cache_bytes - host}
+    assert spilled.placed["disk"] / 2**30 == pytest.approx(128.5, abs=0.05)
+    # A third of the groups all-equal (no signed token): 2/3 of it, and all of it in memory with 128 GiB.
+    two_thirds = plan_cache(DeltaSettings(enable=True, cache_mib=128 * 1024, offload_cache=True), **example,
+                            signed_fraction=2 / 3)
+    assert two_thirds.forwards == 1 and two_thirds.lands_in == "host"

@@ -54,8 +54,8 @@ class DeltaSettings:
     gpu_cache_mib: float = 0.0
     """With ``offload_cache``: MiB per rank kept on the GPU before the host tier (0: none)."""
     spill_dir: str | None = None
-    """A directory on local disk (NVMe): past the memory tiers, the cache goes on in a
-    memory-mapped file there (unlinked at once; read back in every estimator pass), up to
+    """A directory on local disk (NVMe; created if missing): past the memory tiers, the cache
+    goes on in a memory-mapped file there (unlinked at once; read back in every estimator pass), up to
     ``spill_gib``. None: no disk tier."""
     spill_gib: float = 64.0
     """Cap (GiB per rank) of the disk tier."""
@@ -90,9 +90,11 @@ class DeltaSettings:
             tiers.append(CacheTier("device", int(self.gpu_cache_mib * MIB)))
         tiers.append(CacheTier("host" if self.offload_cache else "device", memory))
         if self.spill_dir is not None and memory is not None:
-            if not os.path.isdir(self.spill_dir):
-                raise ValueError(f"delta.spill_dir={self.spill_dir!r} is not a directory on this machine; create it "
-                                 "(local disk, on every node) or set delta.spill_dir=null")
+            try:
+                os.makedirs(self.spill_dir, exist_ok=True)
+            except OSError as err:
+                raise ValueError(f"delta.spill_dir={self.spill_dir!r} cannot be created on this machine ({err}); point "
+                                 "it at a writable directory on local disk (on every node) or set delta.spill_dir=null") from None
             tiers.append(CacheTier("disk", int(self.spill_gib * GIB), self.spill_dir))
         return tiers
 
