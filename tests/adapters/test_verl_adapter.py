@@ -438,10 +438,17 @@ TIERS = {
     "disk": dict(offload_cache=True, cache_mib=0),
     "host_then_disk": dict(offload_cache=True, cache_mib="half"),
     "stream": dict(offload_cache=True, cache_mib=0, spill_gib=0),
+    "host_disk_then_stream": dict(offload_cache=True, cache_mib="quarter", spill_gib="quarter"),  # full mid-batch
 }
 
 
-def test_every_tier_gives_the_float64_coefficients_and_only_full_tiers_stream(char_tokenizer, tiny_config, tmp_path):
+def test_every_tier_gives_the_float64_coefficients_and_only_full_tiers_stream(char_tokenizer, tiny_config, tmp_path,
+                                                                               monkeypatch):
+    from delta_rlvr.core.packed import PackedProxyCache
+
+    reads = []
+    feed = PackedProxyCache._feed
+    monkeypatch.setattr(PackedProxyCache, "_feed", lambda self, stream: (reads.append(1), feed(self, stream))[1])
     model = build_tiny_model(char_tokenizer, tiny_config)
     proto = batch(char_tokenizer, holes=True)
     want, _, mask = reference_from_model(model, proto)
@@ -452,6 +459,9 @@ def test_every_tier_gives_the_float64_coefficients_and_only_full_tiers_stream(ch
         delta = dict(delta, spill_dir=str(tmp_path), spill_gib=delta.get("spill_gib", 1))
         if delta["cache_mib"] == "half":
             delta["cache_mib"] = full_mib / 2
+        if delta["cache_mib"] == "quarter":
+            delta["cache_mib"], delta["spill_gib"] = full_mib / 4, full_mib / 4 / 1024
+        reads.clear()
         worker = cpu_actor_worker(DeltaActorRolloutRefWorker, model, **LAYOUTS["dynamic_bsz"])
         trainer = cpu_trainer(trainer_config(delta=delta), LocalWorkerGroup(worker))
         old, _ = trainer._compute_old_log_prob(proto)
@@ -466,8 +476,11 @@ def test_every_tier_gives_the_float64_coefficients_and_only_full_tiers_stream(ch
             assert host == 0 and disk == pytest.approx(full_mib)
         elif name == "host_then_disk":
             assert 0 < host <= full_mib / 2 and host + disk == pytest.approx(full_mib)
-        assert worker.actor.engine.forwards == (3 if name == "stream" else 1) * per_pass  # K + 2 = 3 passes streamed
-        assert m["delta/forwards"] == (3 if name == "stream" else 1)
+        streamed = "stream" in name
+        assert worker.actor.engine.forwards == (3 if streamed else 1) * per_pass  # K + 2 = 3 passes streamed
+        assert m["delta/forwards"] == (3 if streamed else 1)
+        # Passes read back from the cache: K + 3 from memory; K + 1 with a disk tier (pass 0 in the forward).
+        assert len(reads) == {"host": 4, "disk": 2, "host_then_disk": 2}.get(name, 0), (name, len(reads))
     print("worst |coef - float64 reference| per tier:", {k: f"{v:.1e}" for k, v in worst.items()})
     assert not list(tmp_path.iterdir())  # the spill file is gone
 

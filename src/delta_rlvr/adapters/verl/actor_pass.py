@@ -115,19 +115,29 @@ def response_positions(micro_batch: TensorDict) -> tuple[Tensor, Tensor, Tensor]
 class PassOptions:
     """How the pass keeps the proxy: ``tiers`` of the packed cache, filled in order (default: the
     GPU, no cap; a single tier capped at 0 always streams); ``holds_cache``: False on the
-    sequence-parallel ranks that return no output (they only count, see the module docstring)."""
+    sequence-parallel ranks that return no output (they only count, see the module docstring).
+
+    With a disk tier the estimator's pass 0 (first moments and the (2, H, H) float64 second
+    moments, 56 H^2 bytes measured) also runs inside the old-log-prob forward, so the cache is
+    read back K + 1 times instead of K + 3 (`PackedProxyCache.run` measures gamma^(0) in a pass
+    of its own when nothing was fed yet)."""
 
     tiers: tuple[CacheTier, ...] = (CacheTier("device"),)
     holds_cache: bool = True
+
+    @property
+    def moments_in_forward(self) -> bool:
+        return self.holds_cache and any(t.kind == "disk" for t in self.tiers)
 
 
 class ProxyFeeder:
     """Feeds each micro-batch's signed response tokens to the cache (first forward) or to the
     stream (re-forwards after a spill), and emits the per-position coefficient codes."""
 
-    def __init__(self, stream: DeltaStream, cache: PackedProxyCache) -> None:
+    def __init__(self, stream: DeltaStream, cache: PackedProxyCache, *, moments_in_forward: bool = False) -> None:
         self.stream = stream
         self.cache = cache
+        self.moments_in_forward = moments_in_forward  # the stream's pass 0 runs in the first forward too
         self.streaming = False  # True once the cache has spilled: each pass re-runs the forward
         self.first_forward = True
         self.offset = 0  # signed tokens seen so far in this forward (feeding order)
@@ -152,11 +162,15 @@ class ProxyFeeder:
         codes[position[signed.to(position.device)]] = self.offset + torch.arange(n_signed, device=position.device)
         self.offset += n_signed
         if self.first_forward and not self.streaming:
-            if self.cache.add(hidden, logp, advantages):
+            stored = self.cache.add(hidden, logp, advantages)
+            if stored and not self.moments_in_forward:
                 return self._nested(codes, micro_batch)
-            if not self.cache.record_only:
-                self.cache.spill(self.stream)  # every tier full: from here on, stream
-            self.streaming = True
+            if not stored:  # every tier full: from here on, stream
+                if self.moments_in_forward:
+                    self.cache.free()  # its rows are in the stream's pass 0 already
+                elif not self.cache.record_only:
+                    self.cache.spill(self.stream)
+                self.streaming = True
         if self.cache.record_only:  # not this rank's to compute
             return self._nested(codes, micro_batch)
         v = hidden[signed].float() * (-torch.expm1(logp[signed])).unsqueeze(1)
@@ -252,7 +266,7 @@ def delta_passes(
     """
     stream = DeltaStream(config, reduce=reduce, gamma=gamma)
     cache = PackedProxyCache(tiers=options.tiers, record_only=not options.holds_cache)
-    feeder = ProxyFeeder(stream, cache)
+    feeder = ProxyFeeder(stream, cache, moments_in_forward=options.moments_in_forward)
     forwards = 0
     try:
         with capture_proxy(engine, feeder):
@@ -263,7 +277,7 @@ def delta_passes(
             if reduce is not None:  # all ranks stream if any rank had to
                 feeder.streaming = bool(reduce(torch.tensor([float(feeder.streaming)], dtype=torch.float64)).item() > 0)
                 if feeder.streaming and cache.nbytes and options.holds_cache:
-                    cache.spill(stream)
+                    cache.free() if feeder.moments_in_forward else cache.spill(stream)
             if not options.holds_cache:  # the same forwards as the rank that computes, nothing else
                 for _ in range(stream.num_passes - 1 if feeder.streaming else 0):
                     feeder.start_forward()
@@ -279,6 +293,8 @@ def delta_passes(
                     stream.end_pass()
                 result = stream.result()
             else:
+                if feeder.moments_in_forward:
+                    stream.end_pass()  # pass 0 ran in the forward
                 result = cache.run(stream)
     finally:
         cache.free()

@@ -124,9 +124,10 @@ def reforward_seconds(tokens: float, flops_per_token: float, gpus: int, peak_flo
     return tokens * flops_per_token / (gpus * peak_flops * mfu)
 
 
-def cached_passes(refine_steps: int) -> int:
-    """Passes `PackedProxyCache.run` makes over the cache: moments, gamma^(0), K refinements, final."""
-    return refine_steps + 3
+def cached_passes(refine_steps: int, *, disk_tier: bool) -> int:
+    """Passes the estimator reads the cache back: K refinements and the final pass, plus, without a
+    disk tier, the moments and gamma^(0) passes (with one, pass 0 runs in the forward)."""
+    return refine_steps + (1 if disk_tier else 3)
 
 
 # ------------------------------------------------------------------------------------------------
