@@ -1,7 +1,7 @@
 """Read-back of the packed cache's disk tier, per GB, and its break-even against a re-forward.
 
     python benchmarks/bench_spill_readback.py [--gib 4] [--hidden 4096] [--dir DIR]
-                                              [--chunk-tokens 8192] [--repeats 2] [--out results.json]
+                                              [--chunk-tokens 8192] [--repeats 3] [--out results.json]
 
 Fills a `PackedProxyCache` whose only tier is a memory-mapped file in DIR (default: the system
 temporary directory) with bf16 hidden states of H values per signed token, in chunks of
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -91,7 +92,7 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=4096)
     p.add_argument("--dir", default=tempfile.gettempdir())
     p.add_argument("--chunk-tokens", type=int, default=8192)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--mfu", type=float, nargs="+", default=[0.2, 0.3, 0.4, 0.5])
     p.add_argument("--out", type=Path)
     args = p.parse_args()
@@ -124,12 +125,13 @@ def main() -> None:
                "cold_s_per_gb": cold_s / (nbytes / 1e9), "warm_s_per_gb": warm_s / (nbytes / 1e9)}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    cold = min(r["cold_read_gbps"] for r in rows)
-    write = min(r["write_gbps"] for r in rows)
+    cold = statistics.median(r["cold_read_gbps"] for r in rows)
+    write = statistics.median(r["write_gbps"] for r in rows)
     table = [break_even(write, cold, m) for m in args.mfu]
     disk_gb = table[0]["disk_gb_per_node"]
     print(f"\nbreak-even at the 8-GPU example, K = 1: {disk_gb:.0f} GB spilled per node ({EXAMPLE['ranks_per_node']} ranks), "
-          f"written once at {write:.2f} GB/s and read {cached_passes(1, disk_tier=True)} times at {cold:.2f} GB/s (this disk, cold):")
+          f"written once at {write:.2f} GB/s and read {cached_passes(1, disk_tier=True)} times at {cold:.2f} GB/s "
+          f"(this disk, cold; medians of {len(rows)} repeats):")
     print("| MFU | one re-forward (s) | streamed: K + 1 re-forwards (s) | spilled: write + K + 3 reads (s) | "
           "break-even disk bandwidth (GB/s per node) |")
     print("| ---: | ---: | ---: | ---: | ---: |")

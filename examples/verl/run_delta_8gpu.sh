@@ -21,12 +21,14 @@ SP=${SP:-4}   # Ulysses sequence parallelism, as the authors ran it
 # DELTA_SPILL_GIB per rank. Only a batch over both streams (same coefficients, K + 1 = 2
 # re-forwards; delta/forwards says which happened). At these settings (1024 responses x 20480
 # tokens per rank, Qwen3-8B's H = 4096) the worst case is 160 GiB per rank, 32 GiB in memory and
-# 129 GiB on disk: a local disk with 260 GiB free per node (2 ranks per node). The plan line
+# 129 GiB on disk: a local disk with 260 GiB free per node (2 ranks per node). Spilling beats the
+# 2 re-forwards only on a disk that writes and reads back fast enough (break-even about 1.2 GB/s
+# per node at 40% MFU; docs/adapters.md); on a slower one set DELTA_SPILL_DIR= to stream. The plan line
 # printed below says where this launch's cache lands (set HIDDEN=<H> if the model's config is
 # not local). See docs/adapters.md ("verl: passes and memory").
 DELTA_CACHE_MIB=${DELTA_CACHE_MIB:-32768}
 DELTA_OFFLOAD=${DELTA_OFFLOAD:-true}
-DELTA_SPILL_DIR=${DELTA_SPILL_DIR:-${TMPDIR:-/tmp}/delta-spill}
+DELTA_SPILL_DIR=${DELTA_SPILL_DIR-${TMPDIR:-/tmp}/delta-spill}   # DELTA_SPILL_DIR= (empty): no disk tier
 DELTA_SPILL_GIB=${DELTA_SPILL_GIB:-160}
 HERE=$(cd "$(dirname "$0")" && pwd)
 max_prompt=2048
@@ -35,19 +37,24 @@ train_batch=128
 samples=16
 log_prob_tokens=$(( (max_prompt + max_response) * 2 ))
 
-mkdir -p "$DELTA_SPILL_DIR"
+spill_plan=() spill_args=()
+if [ -n "$DELTA_SPILL_DIR" ]; then
+  mkdir -p "$DELTA_SPILL_DIR"
+  spill_plan=(--spill-dir "$DELTA_SPILL_DIR" --spill-gib "$DELTA_SPILL_GIB")
+  spill_args=(+delta.spill_dir="$DELTA_SPILL_DIR" +delta.spill_gib="$DELTA_SPILL_GIB")
+fi
 python -m delta_rlvr.adapters.verl.plan \
     --responses-per-rank $(( train_batch * samples * SP / (NNODES * GPUS_PER_NODE) )) \
     --max-response-length $max_response --model "$MODEL" ${HIDDEN:+--hidden "$HIDDEN"} \
     --cache-mib "$DELTA_CACHE_MIB" $([ "$DELTA_OFFLOAD" = true ] && echo --offload-cache) \
-    --spill-dir "$DELTA_SPILL_DIR" --spill-gib "$DELTA_SPILL_GIB" --refine-steps 1 \
+    ${spill_plan[@]+"${spill_plan[@]}"} --refine-steps 1 \
     --micro-batch-tokens $log_prob_tokens --ranks-per-node $(( GPUS_PER_NODE / SP )) || true
 
 python -m delta_rlvr.adapters.verl.main \
     trainer.use_v1=false \
     +delta.enable=true +delta.pooling=${POOLING:-local} +delta.refine_steps=1 +delta.coef_min=0.8 +delta.coef_max=1.2 \
     +delta.cache_mib=$DELTA_CACHE_MIB +delta.offload_cache=$DELTA_OFFLOAD \
-    +delta.spill_dir="$DELTA_SPILL_DIR" +delta.spill_gib=$DELTA_SPILL_GIB \
+    ${spill_args[@]+"${spill_args[@]}"} \
     algorithm.adv_estimator=grpo algorithm.norm_adv_by_std_in_grpo=true \
     algorithm.use_kl_in_reward=false \
     data.train_files="$TRAIN" data.val_files="$VAL" \
