@@ -134,6 +134,29 @@ class CpuTrainEngine(CpuEngine):
         return 0.0
 
 
+class DeviceEngine(CpuTrainEngine):
+    """`CpuTrainEngine` whose forward-only pass is verl's too: ``BaseEngine.infer_batch`` ->
+    ``FSDPEngine.forward_backward_batch(forward_only=True)`` -> ``FSDPEngineWithLMHead.forward_step``
+    (micro-batch moved to ``get_device_id()``, ``torch.autocast`` on ``get_device_name()``). On a
+    GPU with `one_process_group`, that is verl's whole engine loop minus the FSDP wrapping
+    (benchmarks/bench_verl_gpu_memory.py); on CPU it runs inside `verl_on_cpu`."""
+
+    infer_batch = BaseEngine.infer_batch
+
+
+@contextmanager
+def one_process_group(init_file: str, backend: str = "gloo"):
+    """A one-process group if none is up (verl's engine loop all-reduces over the data-parallel group)."""
+    own_group = not torch.distributed.is_initialized()
+    if own_group:
+        torch.distributed.init_process_group(backend, init_method=f"file://{init_file}", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        if own_group:
+            torch.distributed.destroy_process_group()
+
+
 @contextmanager
 def verl_on_cpu(init_file: str):
     """verl's engine module with its device lookups pointed at the CPU (``get_device_id`` is
@@ -142,15 +165,11 @@ def verl_on_cpu(init_file: str):
     saved = transformer_impl.get_device_id, transformer_impl.get_device_name
     transformer_impl.get_device_id = lambda: "cpu"
     transformer_impl.get_device_name = lambda: "cpu"
-    own_group = not torch.distributed.is_initialized()
-    if own_group:
-        torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=0, world_size=1)
     try:
-        yield
+        with one_process_group(init_file):
+            yield
     finally:
         transformer_impl.get_device_id, transformer_impl.get_device_name = saved
-        if own_group:
-            torch.distributed.destroy_process_group()
 
 
 class CpuTrainingWorker:
@@ -190,7 +209,8 @@ def cpu_actor_worker(worker_cls, module: torch.nn.Module, **kwargs):
     """An instance of ``worker_cls`` (verl's actor worker class or a subclass) whose ``actor``
     is a `CpuTrainingWorker`; Ray, FSDP and the rollout engine are not built."""
     autocast_dtype = kwargs.pop("autocast_dtype", torch.float32)
-    engine = (CpuTrainEngine if kwargs.get("loss_fn") is not None else CpuEngine)(module, autocast_dtype)
+    engine_cls = kwargs.pop("engine_cls", None) or (CpuTrainEngine if kwargs.get("loss_fn") is not None else CpuEngine)
+    engine = engine_cls(module, autocast_dtype)
     worker = object.__new__(worker_cls)
     worker.actor = CpuTrainingWorker(engine, **kwargs)
     worker.profiler = None
