@@ -15,6 +15,15 @@ over NCCL groups. `CpuEngine.infer_batch` is that loop without the device move a
 all-reduce, with the same ``torch.autocast`` around the model and ``prepare_model_outputs``
 (bf16 unless the engine's dtype is float32).
 
+For the update (tests/adapters/test_verl_update.py), `CpuTrainEngine` runs verl's own loop:
+``BaseEngine.train_batch``, ``FSDPEngine.forward_backward_batch`` and
+``FSDPEngineWithLMHead.forward_step``, inside `verl_on_cpu`, which points the engine module's
+``get_device_id`` / ``get_device_name`` at the CPU and starts a one-process gloo group; only the
+optimizer step is replaced (it records the gradient). `DeviceEngine` runs verl's forward-only
+loop the same way (``BaseEngine.infer_batch``), on a GPU with `one_process_group`
+(benchmarks/bench_verl_gpu_memory.py). Every worker here is built with ``object.__new__``: no
+``__init__``, no Ray, no FSDP wrapping, in the calling process.
+
 Shared by tests/adapters/test_verl_*.py and the entry-point probe (verl_probe.py), which drives
 the DelTA worker inside verl's TaskRunner Ray actor.
 """
