@@ -5,6 +5,9 @@
 #   3.   TRL: DeltaGRPOTrainer against stock GRPOTrainer, a few bf16 steps with a from-config
 #        Qwen3 of H = 2048, T = 4096 completion tokens: step-time ratio and peak GPU memory.
 #
+# The verl adapter's GPU check (old-log-prob memory DelTA minus stock, delta/forwards, the cache's
+# tiers) is its sibling, scripts/gpu_check_verl.sh.
+#
 #   bash scripts/gpu_check.sh OUT_DIR          # on the GPU machine
 #   bash scripts/gpu_check.sh --fetch-wheels   # here, with PyPI access: the wheels step 3 needs
 #

@@ -335,7 +335,7 @@ def test_verl_registered_policy_loss_fed_a_times_coef_equals_the_coefficient_wei
     torch.testing.assert_close(g1, g2, atol=1e-7, rtol=1e-6)
 
 
-def test_delta_namespace_is_validated_with_the_setting_named():
+def test_delta_namespace_is_validated_with_the_setting_named(tmp_path):
     assert delta_settings(OmegaConf.create({})) == DeltaSettings()
     s = delta_settings(trainer_config(delta={"coef_min": 0.8, "cache_mib": 64}))
     assert s.enable and s.pooling == "local" and s.config == DeltaConfig(coef_min=0.8) and s.cache_mib == 64
@@ -350,6 +350,20 @@ def test_delta_namespace_is_validated_with_the_setting_named():
         DeltaSettings.from_dict({"enable": True, "cache_mib": -1})
     with pytest.raises(ValueError, match="delta.offload_cache"):
         DeltaSettings.from_dict({"enable": True, "offload_cache": "yes"})
+    with pytest.raises(ValueError, match="delta.spill_gib"):
+        DeltaSettings.from_dict({"enable": True, "spill_gib": -1})
+    with pytest.raises(ValueError, match="delta.gpu_cache_mib is the GPU tier"):
+        DeltaSettings.from_dict({"enable": True, "gpu_cache_mib": 512})
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    with pytest.raises(ValueError, match="delta.spill_dir=.*a-file/spill' cannot be created"):
+        DeltaSettings.from_dict({"enable": True, "spill_dir": str(blocked / "spill")}).tiers()
+    tiered = DeltaSettings.from_dict({"enable": True, "offload_cache": True, "gpu_cache_mib": 512, "cache_mib": 1024,
+                                      "spill_dir": os.getcwd(), "spill_gib": 2})
+    assert [(t.kind, t.cap_bytes) for t in tiered.tiers()] == [("device", 512 << 20), ("host", 1 << 30), ("disk", 2 << 30)]
+    assert tiered.describe().endswith(f"cache up to 1024 MiB/rank (CPU, after 512 MiB on the GPU), then up to 2 GiB/rank "
+                                      f"on disk in {os.getcwd()}")
+    assert DeltaSettings.from_dict(tiered.as_dict()) == tiered
     with pytest.raises(ValueError, match="delta.proxy='lm_head' is not available in the verl adapter"):
         DeltaSettings.from_dict({"enable": True, "proxy": "lm_head"})
     with pytest.raises(ValueError, match="adv_estimator=grpo"):
@@ -414,3 +428,103 @@ def test_two_data_parallel_ranks_report_their_mean_statistics_and_pool_globally(
     got_global = torch.cat([pad(got["global", rank]["coef"]) for rank in (0, 1)])
     torch.testing.assert_close(got_global, want, atol=1e-4, rtol=0)
     assert got["global", 0]["metrics"]["delta/normaliser"] == pytest.approx(got["global", 1]["metrics"]["delta/normaliser"])
+
+
+# --------------------------------------------------------------------------------------------
+# The cache's tiers: pinned host memory, a memory-mapped file on disk, streaming only past both.
+
+TIERS = {
+    "host": dict(offload_cache=True, cache_mib=None),
+    "disk": dict(offload_cache=True, cache_mib=0),
+    "host_then_disk": dict(offload_cache=True, cache_mib="half"),
+    "stream": dict(offload_cache=True, cache_mib=0, spill_gib=0),
+    "host_disk_then_stream": dict(offload_cache=True, cache_mib="quarter", spill_gib="quarter"),  # full mid-batch
+}
+
+
+def test_every_tier_gives_the_float64_coefficients_and_only_full_tiers_stream(char_tokenizer, tiny_config, tmp_path,
+                                                                               monkeypatch):
+    from delta_rlvr.core.packed import PackedProxyCache
+
+    reads = []
+    feed = PackedProxyCache._feed
+    monkeypatch.setattr(PackedProxyCache, "_feed", lambda self, stream: (reads.append(1), feed(self, stream))[1])
+    model = build_tiny_model(char_tokenizer, tiny_config)
+    proto = batch(char_tokenizer, holes=True)
+    want, _, mask = reference_from_model(model, proto)
+    per_pass = stock_forwards(model, proto, **LAYOUTS["dynamic_bsz"])
+    full_mib = None
+    worst = {}
+    for name, delta in TIERS.items():
+        delta = dict(delta, spill_dir=str(tmp_path), spill_gib=delta.get("spill_gib", 1))
+        if delta["cache_mib"] == "half":
+            delta["cache_mib"] = full_mib / 2
+        if delta["cache_mib"] == "quarter":
+            delta["cache_mib"], delta["spill_gib"] = full_mib / 4, full_mib / 4 / 1024
+        reads.clear()
+        worker = cpu_actor_worker(DeltaActorRolloutRefWorker, model, **LAYOUTS["dynamic_bsz"])
+        trainer = cpu_trainer(trainer_config(delta=delta), LocalWorkerGroup(worker))
+        old, _ = trainer._compute_old_log_prob(proto)
+        m = trainer._delta_metrics
+        worst[name] = float((old.batch[COEF_KEY] - want.detach())[mask].abs().max())
+        assert worst[name] < TOL, (name, worst[name])
+        host, disk = m["delta/cache_gib_host"] * 1024, m["delta/cache_gib_disk"] * 1024  # MiB
+        if name == "host":
+            full_mib = host
+            assert host > 0 and disk == 0 and m["delta/cache_gib_gpu"] == 0
+        elif name == "disk":
+            assert host == 0 and disk == pytest.approx(full_mib)
+        elif name == "host_then_disk":
+            assert 0 < host <= full_mib / 2 and host + disk == pytest.approx(full_mib)
+        streamed = "stream" in name
+        assert worker.actor.engine.forwards == (3 if streamed else 1) * per_pass  # K + 2 = 3 passes streamed
+        assert m["delta/forwards"] == (3 if streamed else 1)
+        # Passes read back from the cache: K + 3 from memory; K + 1 with a disk tier (pass 0 in the forward).
+        assert len(reads) == {"host": 4, "disk": 2, "host_then_disk": 2}.get(name, 0), (name, len(reads))
+    print("worst |coef - float64 reference| per tier:", {k: f"{v:.1e}" for k, v in worst.items()})
+    assert not list(tmp_path.iterdir())  # the spill file is gone
+
+
+@pytest.mark.parametrize("cache_mib", [None, 0], ids=["cached", "streamed"])
+def test_a_sequence_parallel_rank_without_outputs_keeps_no_cache_and_joins_the_same_forwards(char_tokenizer, tiny_config,
+                                                                                              cache_mib):
+    from delta_rlvr.adapters.verl.actor_pass import PassOptions, delta_passes
+    from delta_rlvr.core.packed import CacheTier
+
+    model = build_tiny_model(char_tokenizer, tiny_config)
+    group = LocalWorkerGroup(cpu_actor_worker(DeltaActorRolloutRefWorker, model, **LAYOUTS["dynamic_bsz"]))
+    cpu_trainer(trainer_config(delta={"cache_mib": cache_mib}), group)._compute_old_log_prob(batch(char_tokenizer))
+    sent = group.sent[0]  # what the driver sends every rank of the group
+    forwards = {True: group.worker.actor.engine.forwards}
+    other = cpu_actor_worker(DeltaActorRolloutRefWorker, model, **LAYOUTS["dynamic_bsz"])
+    other.actor.engine.is_mp_src_rank_with_outputs = lambda: False  # SP rank 1 of the same group
+    assert DeltaActorRolloutRefWorker.compute_log_prob(other, sent.copy()) is None  # as verl's pass there
+    forwards[False] = other.actor.engine.forwards
+    assert forwards[True] == forwards[False]  # the same forwards: the group's collectives line up
+    # The pass itself: nothing kept on the rank without outputs, no statistics computed.
+    tiers = (CacheTier("device", None if cache_mib is None else 0),)
+    for holds in (True, False):
+        result = delta_passes(other.actor.engine, lambda: ActorRolloutRefWorker.compute_log_prob(other, sent.copy()),
+                              DeltaConfig(), options=PassOptions(tiers=tiers, holds_cache=holds))
+        assert (result.cache_peak_bytes > 0) == (holds and cache_mib is None)
+        assert (result.stats is None and result.coef is None) == (not holds)
+
+
+def test_the_plan_at_the_8_gpu_examples_settings_needs_the_spill_tier_for_one_forward(tmp_path):
+    from delta_rlvr.adapters.verl.plan import plan_cache
+
+    example = dict(responses_per_rank=1024, max_response_tokens=20480, hidden_size=4096, micro_batch_tokens=45056)
+    memory_only = DeltaSettings(enable=True, cache_mib=32768, offload_cache=True)
+    plan = plan_cache(memory_only, **example)
+    assert plan.token_bytes == 2 * 4096 + 8 and plan.cache_bytes == 1024 * 20480 * 8200  # 172.0 GB
+    assert plan.streams and plan.forwards == 3 and plan.lands_in.startswith("stream")
+    spilled = plan_cache(DeltaSettings(enable=True, cache_mib=32768, offload_cache=True, spill_dir=str(tmp_path / "nvme"),
+                                       spill_gib=160), **example)
+    host = 32 * 2**30 - 45056 * 8200  # a tier boundary may leave one micro-batch unused
+    assert not spilled.streams and spilled.forwards == 1 and spilled.lands_in == "host + disk"
+    assert spilled.placed == {"host": host, "disk": plan.cache_bytes - host}
+    assert spilled.placed["disk"] / 2**30 == pytest.approx(128.5, abs=0.05)
+    # A third of the groups all-equal (no signed token): 2/3 of it, and all of it in memory with 128 GiB.
+    two_thirds = plan_cache(DeltaSettings(enable=True, cache_mib=128 * 1024, offload_cache=True), **example,
+                            signed_fraction=2 / 3)
+    assert two_thirds.forwards == 1 and two_thirds.lands_in == "host"

@@ -117,8 +117,9 @@ def test_a_setting_delta_cannot_honour_stops_the_launch_before_ray_with_the_sett
 
 @pytest.mark.parametrize("script", ["run_delta_8gpu.sh", "run_delta_multinode.sh"])
 def test_the_example_launch_scripts_compose_into_a_config_the_adapter_accepts(tmp_path, script):
-    # The scripts' `python -m ...` line, captured by a stand-in `python`, composed with verl's
-    # own Hydra config and checked by the entry point's launch checks.
+    # The scripts' `python -m ...` lines, captured by a stand-in `python`: the cache plan, run for
+    # real here, and the launch, composed with verl's own Hydra config and checked by the entry
+    # point's launch checks.
     from hydra import compose, initialize_config_dir
     from verl.trainer import main_ppo_v0
 
@@ -127,21 +128,26 @@ def test_the_example_launch_scripts_compose_into_a_config_the_adapter_accepts(tm
 
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "python").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path}/argv\n')
+    (fake / "python").write_text(f'#!/bin/sh\nn=$(ls {tmp_path}/argv.* 2>/dev/null | wc -l)\n'
+                                 f'printf "%s\\n" "$@" > {tmp_path}/argv.$n\n')
     (fake / "python").chmod(0o755)
     env = dict(os.environ, PATH=f"{fake}{os.pathsep}{os.environ['PATH']}", MODEL="m", TRAIN="t.parquet",
-               VAL="v.parquet")
+               VAL="v.parquet", HIDDEN="4096", TMPDIR=str(tmp_path))
     env.pop("NNODES", None)
     if "multinode" in script:
         env["NNODES"] = "2"
     root = Path(__file__).resolve().parents[2]
     subprocess.run(["bash", str(root / "examples" / "verl" / script)], env=env, check=True, timeout=60)
-    argv = (tmp_path / "argv").read_text().splitlines()
-    assert argv[:2] == ["-m", "delta_rlvr.adapters.verl.main"]
+    plan_argv, argv = ((tmp_path / f"argv.{i}").read_text().splitlines() for i in (0, 1))
+    assert plan_argv[:2] == ["-m", "delta_rlvr.adapters.verl.plan"] and argv[:2] == ["-m", "delta_rlvr.adapters.verl.main"]
+    plan = subprocess.run([sys.executable, *plan_argv], capture_output=True, text=True, timeout=60, check=True).stdout
+    per_rank = 1024 if "multinode" not in script else 512  # 128 x 16 responses over 8 (16) GPUs / SP 4
+    assert f"{per_rank} responses x 20480 tokens x H = 4096" in plan and "delta/forwards = 1" in plan, plan
     config_dir = os.path.join(os.path.dirname(main_ppo_v0.__file__), "config")
     with initialize_config_dir(config_dir=config_dir, version_base=None):
         config = compose(config_name="ppo_trainer", overrides=argv[2:])
     check_launch(config)
     settings = delta_settings(config)
     assert settings.enable and settings.offload_cache and settings.config.refine_steps == 1
+    assert settings.spill_dir == str(tmp_path / "delta-spill") and os.path.isdir(settings.spill_dir)
     assert config.trainer.nnodes == (2 if "multinode" in script else 1)

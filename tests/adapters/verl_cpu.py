@@ -15,13 +15,22 @@ over NCCL groups. `CpuEngine.infer_batch` is that loop without the device move a
 all-reduce, with the same ``torch.autocast`` around the model and ``prepare_model_outputs``
 (bf16 unless the engine's dtype is float32).
 
+For the update (tests/adapters/test_verl_update.py), `CpuTrainEngine` runs verl's own loop:
+``BaseEngine.train_batch``, ``FSDPEngine.forward_backward_batch`` and
+``FSDPEngineWithLMHead.forward_step``, inside `verl_on_cpu`, which points the engine module's
+``get_device_id`` / ``get_device_name`` at the CPU and starts a one-process gloo group; only the
+optimizer step is replaced (it records the gradient). `DeviceEngine` runs verl's forward-only
+loop the same way (``BaseEngine.infer_batch``), on a GPU with `one_process_group`
+(benchmarks/bench_verl_gpu_memory.py). Every worker here is built with ``object.__new__``: no
+``__init__``, no Ray, no FSDP wrapping, in the calling process.
+
 Shared by tests/adapters/test_verl_*.py and the entry-point probe (verl_probe.py), which drives
 the DelTA worker inside verl's TaskRunner Ray actor.
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from types import SimpleNamespace
 
 import torch
@@ -29,7 +38,10 @@ from omegaconf import OmegaConf
 from tensordict import TensorDict
 from verl.utils import tensordict_utils as tu
 from verl.utils import torch_functional as verl_F
-from verl.workers.engine.fsdp.transformer_impl import FSDPEngineWithLMHead
+from verl.utils.profiler import DistProfiler
+from verl.workers.engine.base import BaseEngine
+from verl.workers.engine.fsdp import transformer_impl
+from verl.workers.engine.fsdp.transformer_impl import FSDPEngine, FSDPEngineWithLMHead
 from verl.workers.engine.utils import postprocess_batch_func, prepare_micro_batches
 from verl.workers.engine_workers import TrainingWorker
 
@@ -86,24 +98,114 @@ class CpuEngine:
         return None
 
 
+class CpuTrainEngine(CpuEngine):
+    """`CpuEngine` plus verl's own training step: ``BaseEngine.train_batch`` (zero grad,
+    ``forward_backward_batch``, optimizer step), ``FSDPEngine.forward_backward_batch`` (global
+    token count all-reduced over the data-parallel group, micro-batches, ``loss.backward()`` per
+    micro-batch) and ``FSDPEngineWithLMHead.forward_step`` (inputs, model, outputs, the loss
+    function). Run them inside `verl_on_cpu` (their device lookups, a one-process gloo group).
+
+    The optimizer is the stand-in: ``optimizer_step`` records every parameter's accumulated
+    gradient in ``grads`` (one dict per step) and leaves the parameters as they are.
+    """
+
+    train_batch = BaseEngine.train_batch
+    forward_backward_batch = FSDPEngine.forward_backward_batch
+    forward_step = FSDPEngineWithLMHead.forward_step
+    _gradient_sync_context = FSDPEngine._gradient_sync_context
+    get_data_parallel_rank = FSDPEngine.get_data_parallel_rank
+    get_data_parallel_size = FSDPEngine.get_data_parallel_size
+    get_data_parallel_group = FSDPEngine.get_data_parallel_group
+
+    def __init__(self, module: torch.nn.Module, autocast_dtype: torch.dtype = torch.float32) -> None:
+        super().__init__(module, autocast_dtype)
+        self.ulysses_device_mesh = None
+        self.ulysses_sequence_parallel_size = 1
+        self.grads: list[dict[str, torch.Tensor]] = []
+
+    @contextmanager
+    def train_mode(self, **kwargs):
+        self.module.train()
+        try:
+            yield
+        finally:
+            self.module.eval()
+
+    def optimizer_zero_grad(self) -> None:
+        self.module.zero_grad(set_to_none=True)
+
+    def optimizer_step(self) -> float:
+        grads = {name: p.grad.detach().clone() for name, p in self.module.named_parameters() if p.grad is not None}
+        self.grads.append(grads)
+        return float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads.values()])))
+
+    def lr_scheduler_step(self) -> float:
+        return 0.0
+
+
+class DeviceEngine(CpuTrainEngine):
+    """`CpuTrainEngine` whose forward-only pass is verl's too: ``BaseEngine.infer_batch`` ->
+    ``FSDPEngine.forward_backward_batch(forward_only=True)`` -> ``FSDPEngineWithLMHead.forward_step``
+    (micro-batch moved to ``get_device_id()``, ``torch.autocast`` on ``get_device_name()``). On a
+    GPU with `one_process_group`, that is verl's whole engine loop minus the FSDP wrapping
+    (benchmarks/bench_verl_gpu_memory.py); on CPU it runs inside `verl_on_cpu`."""
+
+    infer_batch = BaseEngine.infer_batch
+
+
+@contextmanager
+def one_process_group(init_file: str, backend: str = "gloo"):
+    """A one-process group if none is up (verl's engine loop all-reduces over the data-parallel group)."""
+    own_group = not torch.distributed.is_initialized()
+    if own_group:
+        torch.distributed.init_process_group(backend, init_method=f"file://{init_file}", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        if own_group:
+            torch.distributed.destroy_process_group()
+
+
+@contextmanager
+def verl_on_cpu(init_file: str):
+    """verl's engine module with its device lookups pointed at the CPU (``get_device_id`` is
+    ``torch.cuda.current_device()`` in verl 0.9.1) and, if none is up, a one-process gloo group
+    (verl's training path all-reduces and all-gathers over the data-parallel group)."""
+    saved = transformer_impl.get_device_id, transformer_impl.get_device_name
+    transformer_impl.get_device_id = lambda: "cpu"
+    transformer_impl.get_device_name = lambda: "cpu"
+    try:
+        with one_process_group(init_file):
+            yield
+    finally:
+        transformer_impl.get_device_id, transformer_impl.get_device_name = saved
+
+
 class CpuTrainingWorker:
-    """The attributes ``TrainingWorker.infer_batch`` reads, around a `CpuEngine`."""
+    """The attributes ``TrainingWorker.infer_batch`` / ``train_mini_batch`` / ``train_batch``
+    read, around a `CpuEngine` (or `CpuTrainEngine`)."""
 
     infer_batch = TrainingWorker.infer_batch
+    train_mini_batch = TrainingWorker.train_mini_batch
+    train_batch = TrainingWorker.train_batch
 
     def __init__(self, engine: CpuEngine, *, remove_padding: bool, micro_batch_size: int | None = None,
-                 max_token_len: int | None = None) -> None:
+                 max_token_len: int | None = None, loss_fn=None) -> None:
         self.engine = engine
         self.model_config = OmegaConf.create({"use_remove_padding": remove_padding})
         self.engine_config = SimpleNamespace(
             use_dynamic_bsz=max_token_len is not None,
             infer_max_token_len_per_gpu=max_token_len,
             infer_micro_batch_size_per_gpu=micro_batch_size,
+            max_token_len_per_gpu=max_token_len,
+            micro_batch_size_per_gpu=micro_batch_size,
             use_fused_kernels=False,
+            forward_only=False,
         )
-        self.loss_fn = None
+        self.loss_fn = loss_fn  # ActorRolloutRefWorker.init_model: partial(ppo_loss, config=actor_config)
         self.device_name = "cpu"
         self.flops_counter = None
+        self.profiler = DistProfiler(rank=0)  # verl's, disabled (train_mini_batch steps it)
 
     def _postprocess_output(self, output, **kwargs):
         final = TrainingWorker._postprocess_output(self, output, **kwargs)
@@ -116,8 +218,10 @@ def cpu_actor_worker(worker_cls, module: torch.nn.Module, **kwargs):
     """An instance of ``worker_cls`` (verl's actor worker class or a subclass) whose ``actor``
     is a `CpuTrainingWorker`; Ray, FSDP and the rollout engine are not built."""
     autocast_dtype = kwargs.pop("autocast_dtype", torch.float32)
+    engine_cls = kwargs.pop("engine_cls", None) or (CpuTrainEngine if kwargs.get("loss_fn") is not None else CpuEngine)
+    engine = engine_cls(module, autocast_dtype)
     worker = object.__new__(worker_cls)
-    worker.actor = CpuTrainingWorker(CpuEngine(module, autocast_dtype), **kwargs)
+    worker.actor = CpuTrainingWorker(engine, **kwargs)
     worker.profiler = None
     worker.enable_routing_replay = False  # set by ActorRolloutRefWorker.__init__ (MoE router replay)
     return worker
@@ -143,6 +247,8 @@ class LocalWorkerGroup:
 
     def _update_actor(self, data: TensorDict) -> TensorDict:
         self.updates.append(data)
+        if self.worker.actor.loss_fn is not None:  # the worker's own update (verl_on_cpu)
+            return type(self.worker).update_actor(self.worker, data.copy())
         return tu.get_tensordict(tensor_dict={"loss": torch.zeros(1)}, non_tensor_dict={"metrics": {"mfu": 0.0, "pg_loss": 0.0}})
 
 

@@ -8,7 +8,7 @@ import torch
 from reference_delta import reference_coefficients
 
 from delta_rlvr.core import DeltaConfig, DeltaStream, delta_coefficients, row_proxy
-from delta_rlvr.core.packed import PackedProxyCache
+from delta_rlvr.core.packed import CacheTier, PackedProxyCache
 from delta_rlvr.core.precision import full_precision
 
 TOL = 2e-6  # as tests/core/test_streaming.py: float64 accumulators, float32 rounding
@@ -173,3 +173,66 @@ def test_a_cached_run_measures_gamma_in_a_pass_of_its_own_instead_of_h_by_h_mome
     torch.testing.assert_close(result.stats.gamma, want.stats.gamma, atol=1e-6, rtol=1e-6)
     with pytest.raises(RuntimeError, match="before the first update"):
         stream.measure_gamma_directly()
+
+
+def chunk_sizes(hidden, adv, mask, rows_per_chunk=5):
+    """Bytes `fill` offers the cache per chunk (signed tokens x (H x itemsize + 8))."""
+    return [int((mask[lo : lo + rows_per_chunk] & (adv[lo : lo + rows_per_chunk] != 0)[:, None]).sum())
+            * PackedProxyCache.token_bytes(hidden.shape[-1], hidden.element_size()) for lo in range(0, hidden.shape[0], rows_per_chunk)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("tiers", ["gpu", "host", "disk", "gpu_host_disk", "host_disk"])
+def test_every_tier_holds_the_rows_bit_for_bit(tiers, dtype, tmp_path):
+    # GPU -> pinned host memory -> memory-mapped file: the same coefficients as the plain
+    # in-memory cache, exactly, and the float64 reference's within TOL.
+    if "gpu" in tiers and not torch.cuda.is_available():
+        pytest.skip("the GPU tier needs CUDA")
+    device = "cuda" if "gpu" in tiers else "cpu"
+    hidden, logp, adv, mask = (t.to(device) for t in rollout(7, dtype=dtype))
+    sizes = chunk_sizes(hidden, adv, mask)
+    third = sum(sizes) // 3 + 1
+    disk = CacheTier("disk", 1 << 30, str(tmp_path))
+    chosen = {"gpu": [CacheTier("device")], "host": [CacheTier("host")], "disk": [disk],
+              "gpu_host_disk": [CacheTier("device", third), CacheTier("host", third), disk],
+              "host_disk": [CacheTier("host", max(sizes)), disk]}[tiers]
+    plain, tiered = PackedProxyCache(), PackedProxyCache(tiers=chosen)
+    fill(plain, hidden, logp, adv, mask)
+    fill(tiered, hidden, logp, adv, mask)
+    held = tiered.peak_bytes_by_kind()
+    assert sum(held.values()) == sum(sizes) and all(held[t.kind] > 0 for t in chosen)
+    want = PackedProxyCache.coefficients(plain.run(DeltaStream(DeltaConfig())))
+    result = tiered.run(DeltaStream(DeltaConfig()))
+    assert torch.equal(PackedProxyCache.coefficients(result), want)
+    reference = reference_coefficients(row_proxy(hidden.cpu(), logp.cpu(), mask.cpu()), adv.cpu(), mask.cpu()).float()
+    got = scatter(PackedProxyCache.coefficients(result).cpu(), result.zero_advantage_coef.cpu(), adv.cpu(), mask.cpu())
+    err = float((got - reference)[mask.cpu()].abs().max())
+    print(f"{tiers} {dtype}: worst |coef - float64 reference| = {err:.1e}")
+    assert err < 1e-5
+    tiered.free()
+    assert not list(tmp_path.iterdir())  # the spill file was unlinked at once
+
+
+def test_when_every_tier_is_full_the_cache_overflows_and_bad_tiers_are_refused(tmp_path):
+    hidden, logp, adv, mask = rollout(8)
+    sizes = chunk_sizes(hidden, adv, mask)
+    cache = PackedProxyCache(tiers=[CacheTier("host", sizes[0]), CacheTier("disk", sizes[1], str(tmp_path))])
+    m = mask[:5]
+    assert cache.add(hidden[:5][m], logp[:5][m], adv[:5, None].expand_as(m)[m])  # host
+    m = mask[5:10]
+    assert cache.add(hidden[5:10][m], logp[5:10][m], adv[5:10, None].expand_as(m)[m])  # disk
+    m = mask[10:15]
+    assert not cache.add(hidden[10:15][m], logp[10:15][m], adv[10:15, None].expand_as(m)[m]) and cache.overflowed
+    counted = PackedProxyCache(tiers=cache.tiers, record_only=True)  # another SP rank: same decision, no rows
+    for lo in (0, 5, 10):
+        m = mask[lo : lo + 5]
+        counted.add(hidden[lo : lo + 5][m], logp[lo : lo + 5][m], adv[lo : lo + 5, None].expand_as(m)[m])
+    assert counted.overflowed and counted.tier_peak_nbytes == cache.tier_peak_nbytes and not counted._chunks
+    with pytest.raises(RuntimeError, match="record_only"):
+        PackedProxyCache(record_only=True).run(DeltaStream(DeltaConfig()))
+    with pytest.raises(ValueError, match="does not exist"):
+        CacheTier("disk", 1, str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match="needs a directory and a cap_bytes"):
+        CacheTier("disk", None, str(tmp_path))
+    with pytest.raises(ValueError, match="kind must be one of"):
+        CacheTier("nvme")

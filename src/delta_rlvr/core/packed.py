@@ -11,17 +11,23 @@ advantage. Zero-advantage tokens are only counted: their vectors never enter the
 Every pass then runs from the cache, a chunk of at most `CHUNK_ELEMENTS` floats at a time, and
 gives exactly the coefficients of the padded one-shot form (tests/core/test_packed.py).
 
-Memory: N_signed x (H x itemsize(h) + 8) bytes, on the tokens' device or, with
-``offload=True``, in CPU memory (chunks travel back one at a time). When a cap is set and the
-batch would exceed it, `add` refuses the chunk and the caller falls back to the streaming form
-(`spill` feeds what was cached to the stream's first pass and frees it). Passes over the cache
-cost no forward, so `run` measures gamma^(0) with a pass of its own rather than from the
-stream's (2, H, H) float64 second moments: the estimator's own memory stays O(H) plus one
-chunk of at most `CHUNK_ELEMENTS` floats.
+Memory: N_signed x (H x itemsize(h) + 8) bytes, kept in tiers tried in order (`CacheTier`): the
+tokens' own device (the GPU), host memory (pinned where CUDA is available; chunks travel back
+one at a time) and a memory-mapped file on local disk, read back in every pass. Each tier has a
+byte cap; a chunk goes to the first tier with room for the whole of it. When every tier is
+full, `add` refuses the chunk and the caller falls back to the streaming form (`spill` feeds
+what was cached to the stream's first pass and frees it). Every tier gives the same numbers:
+the rows are stored bit for bit. Passes over the cache cost no forward, so `run` measures
+gamma^(0) with a pass of its own rather than from the stream's (2, H, H) float64 second
+moments: the estimator's own memory stays O(H) plus one chunk of at most `CHUNK_ELEMENTS` floats.
 """
 
 from __future__ import annotations
 
+import mmap
+import os
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,36 +37,142 @@ from delta_rlvr.core.kernels import CHUNK_ELEMENTS
 from delta_rlvr.core.streaming import DeltaStream, StreamedDeltaCoefficients
 
 MIB = 1 << 20
+GIB = 1 << 30
+#: where a tier keeps its rows: the tokens' device, host memory, a file on local disk
+TIER_KINDS = ("device", "host", "disk")
+#: byte alignment of each tensor in the spill file
+_ALIGN = 64
+
+
+@dataclass(frozen=True)
+class CacheTier:
+    """One level of a `PackedProxyCache`.
+
+    kind: "device" (where the tokens are computed: the GPU), "host" (CPU memory, pinned where
+    CUDA is available) or "disk" (a memory-mapped file in ``directory``, removed when the cache
+    is freed or the process ends). cap_bytes: the most it may hold (None: no cap; a disk tier
+    needs one).
+    """
+
+    kind: str
+    cap_bytes: int | None = None
+    directory: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in TIER_KINDS:
+            raise ValueError(f"CacheTier: kind must be one of {', '.join(TIER_KINDS)}, got {self.kind!r}")
+        if self.cap_bytes is not None and (isinstance(self.cap_bytes, bool) or not isinstance(self.cap_bytes, int)
+                                           or self.cap_bytes < 0):
+            raise ValueError(f"CacheTier({self.kind}): cap_bytes must be an integer >= 0 or None, got {self.cap_bytes!r}")
+        if self.kind == "disk":
+            if self.directory is None or self.cap_bytes is None:
+                raise ValueError("CacheTier(disk): needs a directory and a cap_bytes")
+            if not os.path.isdir(self.directory):
+                raise ValueError(f"CacheTier(disk): spill directory {self.directory!r} does not exist; create it or "
+                                 "point the spill directory at local disk")
+        elif self.directory is not None:
+            raise ValueError(f"CacheTier({self.kind}): only a disk tier takes a directory")
+
+
+class _SpillFile:
+    """An append-only file of tensors, unlinked at once (it lives as long as its descriptor),
+    read back through one private memory map of the whole file."""
+
+    def __init__(self, directory: str) -> None:
+        fd, path = tempfile.mkstemp(prefix="delta-spill-", suffix=".bin", dir=directory)
+        os.unlink(path)  # nothing is left behind, whatever happens to the process
+        self._file = os.fdopen(fd, "w+b")
+        self.size = 0
+        self._map: mmap.mmap | None = None
+        self._mapped = 0
+
+    def write(self, t: Tensor) -> tuple[int, torch.Size, torch.dtype]:
+        """Append ``t`` (copied to CPU, contiguous); returns where it is."""
+        cpu = t.detach().to("cpu").contiguous()
+        offset = self.size
+        raw = cpu.reshape(-1).view(torch.uint8) if cpu.numel() else torch.zeros(0, dtype=torch.uint8)
+        self._file.seek(offset)
+        self._file.write(memoryview(raw.numpy()))
+        pad = -raw.numel() % _ALIGN
+        if pad:
+            self._file.write(b"\0" * pad)
+        self.size = offset + raw.numel() + pad
+        return offset, cpu.shape, cpu.dtype
+
+    def read(self, offset: int, shape: torch.Size, dtype: torch.dtype) -> Tensor:
+        """A CPU tensor backed by the file's pages (no copy until it is moved or converted)."""
+        count = shape.numel()
+        if count == 0:
+            return torch.zeros(shape, dtype=dtype)
+        if self._map is None or self._mapped != self.size:
+            self._file.flush()
+            self._map = mmap.mmap(self._file.fileno(), self.size, access=mmap.ACCESS_COPY)
+            self._mapped = self.size
+        return torch.frombuffer(self._map, dtype=dtype, count=count, offset=offset).view(shape)
+
+    def close(self) -> None:
+        self._map = None  # views still alive keep their own reference to the map
+        self._file.close()
 
 
 @dataclass
 class _Chunk:
-    hidden: Tensor  # (n, H) signed tokens' hidden states, the model's dtype
-    scale: Tensor  # (n,) float32, 1 - p
-    advantages: Tensor  # (n,) float32
+    hidden: Tensor | tuple  # (n, H) signed tokens' hidden states, the model's dtype; on disk: where
+    scale: Tensor | tuple  # (n,) float32, 1 - p
+    advantages: Tensor | tuple  # (n,) float32
     zero_advantage_tokens: int  # valid tokens with A = 0 that came with this chunk
     device: torch.device  # where the rows are computed on
+    tier: int  # index into the cache's tiers
+    nbytes: int
 
 
 class PackedProxyCache:
     """Signed tokens' (h, 1 - p, A) for one rollout batch, in feeding order.
 
     Args:
-        cap_mib: refuse chunks once the cache would hold more than this many MiB (None: no cap).
-        offload: keep the cached rows in CPU memory (pinned where CUDA is available).
+        cap_mib: with no ``tiers``, one tier capped at this many MiB (None: no cap).
+        offload: with no ``tiers``, that tier is host memory (pinned where CUDA is available)
+            instead of the tokens' device.
+        tiers: the tiers to fill, in order (`CacheTier`); replaces ``cap_mib`` and ``offload``.
+        record_only: place and count every chunk exactly as a storing cache would (so
+            `overflowed` and the byte counts say what it would hold) but keep no rows: for a
+            process that must take the same path (cache or stream) as another holding the same
+            rows, such as the other sequence-parallel ranks of a group. `run` is refused.
     """
 
-    def __init__(self, cap_mib: float | None = None, *, offload: bool = False) -> None:
+    def __init__(self, cap_mib: float | None = None, *, offload: bool = False,
+                 tiers: Sequence[CacheTier] | None = None, record_only: bool = False) -> None:
         if cap_mib is not None and not (cap_mib >= 0):
             raise ValueError(f"PackedProxyCache: cap_mib must be >= 0 or None, got {cap_mib!r}")
-        self.cap_bytes = None if cap_mib is None else int(cap_mib * MIB)
+        if tiers is None:
+            tiers = [CacheTier("host" if offload else "device", None if cap_mib is None else int(cap_mib * MIB))]
+        elif not tiers:
+            raise ValueError("PackedProxyCache: tiers is empty; give at least one CacheTier")
+        self.tiers = tuple(tiers)
+        self.cap_bytes = None if any(t.cap_bytes is None for t in self.tiers) else sum(t.cap_bytes for t in self.tiers)
         self.offload = offload
+        self.record_only = record_only
         self._chunks: list[_Chunk] = []
+        self._spill: _SpillFile | None = None
+        self.tier_nbytes = [0] * len(self.tiers)
+        self.tier_peak_nbytes = [0] * len(self.tiers)
         self.nbytes = 0
         self.peak_nbytes = 0
         self.overflowed = False
         self.signed_tokens = 0
         self.zero_advantage_tokens = 0
+
+    def peak_bytes_by_kind(self) -> dict[str, int]:
+        """Peak bytes held per tier kind ("device", "host", "disk"; 0 for kinds not configured)."""
+        out = dict.fromkeys(TIER_KINDS, 0)
+        for tier, peak in zip(self.tiers, self.tier_peak_nbytes):
+            out[tier.kind] += peak
+        return out
+
+    @staticmethod
+    def token_bytes(hidden_size: int, itemsize: int) -> int:
+        """Bytes the cache holds per signed token: h in the model's dtype, 1 - p and A."""
+        return hidden_size * itemsize + 8
 
     def add(self, hidden: Tensor, logp: Tensor, advantages: Tensor) -> bool:
         """Offer one chunk of valid tokens: hidden (n, H), logp (n,) at the rollout
@@ -103,40 +215,59 @@ class PackedProxyCache:
         signed = advantages != 0
         n_signed = int(signed.sum())
         zero = values.shape[0] - n_signed + extra_zero
-        size = n_signed * (values.shape[1] * values.element_size() + 8)
-        if self.cap_bytes is not None and self.nbytes + size > self.cap_bytes:
+        size = n_signed * self.token_bytes(values.shape[1], values.element_size())
+        tier = next((i for i, t in enumerate(self.tiers) if t.cap_bytes is None or self.tier_nbytes[i] + size <= t.cap_bytes),
+                    None)
+        if tier is None:
             self.overflowed = True
             return False
+        if self.record_only:
+            self._count(tier, size, n_signed, zero)
+            return True
         index = signed.nonzero().squeeze(1)
         rows = values.detach().index_select(0, index)  # a copy: nothing of the micro-batch is kept alive
         scale = scale_of(index) if scale_of is not None else torch.ones(n_signed, dtype=torch.float32, device=rows.device)
         adv = advantages.detach().float().index_select(0, index)
         device = rows.device
-        if self.offload:
+        kind = self.tiers[tier].kind
+        if kind == "host":
             pin = torch.cuda.is_available()
             rows, scale, adv = (t.to("cpu").pin_memory() if pin else t.to("cpu") for t in (rows, scale, adv))
-        self._chunks.append(_Chunk(rows, scale, adv, zero, device))
+        elif kind == "disk":
+            if self._spill is None:
+                self._spill = _SpillFile(self.tiers[tier].directory)
+            rows, scale, adv = (self._spill.write(t) for t in (rows, scale, adv))
+        self._chunks.append(_Chunk(rows, scale, adv, zero, device, tier, size))
+        self._count(tier, size, n_signed, zero)
+        return True
+
+    def _count(self, tier: int, size: int, n_signed: int, zero: int) -> None:
+        self.tier_nbytes[tier] += size
+        self.tier_peak_nbytes[tier] = max(self.tier_peak_nbytes[tier], self.tier_nbytes[tier])
         self.nbytes += size
         self.peak_nbytes = max(self.peak_nbytes, self.nbytes)
         self.signed_tokens += n_signed
         self.zero_advantage_tokens += zero
-        return True
+
+    def _load(self, stored: Tensor | tuple) -> Tensor:
+        return self._spill.read(*stored) if isinstance(stored, tuple) else stored
 
     def _feed(self, stream: DeltaStream) -> None:
         """One pass: every cached chunk into the stream, in order, CHUNK_ELEMENTS at a time."""
         for chunk in self._chunks:
-            n, h = chunk.hidden.shape
+            hidden, scale_all, adv_all = (self._load(t) for t in (chunk.hidden, chunk.scale, chunk.advantages))
+            n, h = hidden.shape
             step = max(1, CHUNK_ELEMENTS // max(h, 1))
             if n == 0:
-                stream.update_tokens(chunk.hidden.new_zeros(0, h, dtype=torch.float32, device=chunk.device),
-                                     chunk.advantages.to(chunk.device),
+                stream.update_tokens(torch.zeros(0, h, dtype=torch.float32, device=chunk.device),
+                                     adv_all.to(chunk.device),
                                      zero_advantage_tokens=chunk.zero_advantage_tokens)
                 continue
             for start in range(0, n, step):
                 stop = min(start + step, n)
-                rows = chunk.hidden[start:stop].to(chunk.device, non_blocking=True).float()
-                scale = chunk.scale[start:stop].to(chunk.device, non_blocking=True)
-                adv = chunk.advantages[start:stop].to(chunk.device, non_blocking=True)
+                rows = hidden[start:stop].to(chunk.device, non_blocking=True).float()
+                scale = scale_all[start:stop].to(chunk.device, non_blocking=True)
+                adv = adv_all[start:stop].to(chunk.device, non_blocking=True)
                 zero = chunk.zero_advantage_tokens if start == 0 else 0
                 stream.update_tokens(rows * scale.unsqueeze(1), adv, zero_advantage_tokens=zero)
 
@@ -145,6 +276,8 @@ class PackedProxyCache:
         is the signed tokens' coefficients in the order they were added (`coefficients`)."""
         if self.overflowed:
             raise RuntimeError("PackedProxyCache.run: the cache overflowed its cap; stream the passes instead")
+        if self.record_only:
+            raise RuntimeError("PackedProxyCache.run: a record_only cache holds no rows")
         if not stream.started:  # a fresh stream: passes are free, H x H memory is not
             stream.measure_gamma_directly()
         while not stream.done:
@@ -156,8 +289,16 @@ class PackedProxyCache:
         """Feed what is cached to the stream's current pass and free it (the switch to the
         streaming form once the cap is reached)."""
         self._feed(stream)
+        self.free()
+
+    def free(self) -> None:
+        """Drop every cached row (and the spill file)."""
         self._chunks.clear()
         self.nbytes = 0
+        self.tier_nbytes = [0] * len(self.tiers)
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = None
 
     @staticmethod
     def coefficients(result: StreamedDeltaCoefficients) -> Tensor:

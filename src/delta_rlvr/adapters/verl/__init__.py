@@ -9,6 +9,7 @@ Install with ``pip install 'delta-rlvr[verl]'``; launch with
 - ``worker``: ``DeltaActorRolloutRefWorker``, the Ray worker running that pass.
 - ``trainer``: ``DeltaRayPPOTrainer``, advantages before the pass, A x coef before the update.
 - ``main``: the entry point that swaps both into verl's ``TaskRunner``.
+- ``plan``: where a launch's packed cache lands (GPU, host, disk, or streamed), from its settings.
 
 See docs/adapters.md for the private verl names relied on (read from verl 0.9.1).
 """

@@ -17,8 +17,15 @@ How it plugs in, without copying engine code (verl/workers/engine/fsdp/transform
   proxy exists while the micro-batch's logits are alive.
 - After verl's old-log-prob pass has returned (its logits long freed), every pass of the
   estimator runs from the cache, with autocast off (`delta_rlvr.core.precision`): zero extra
-  model forwards. If the cache would exceed ``delta.cache_mib``, it is spilled into the
-  estimator's first pass and the K + 1 remaining passes re-run the engine's forward instead.
+  model forwards. The cache fills its tiers in order (`PassOptions.tiers`: GPU, pinned host
+  memory, a memory-mapped file on local disk, read back in every pass). Only if every tier is
+  full is it spilled into the estimator's first pass and the K + 1 remaining passes re-run the
+  engine's forward instead.
+- One cache per Ulysses sequence-parallel group: every SP rank gathers the same packed rows,
+  but only the group's output rank (``is_mp_src_rank_with_outputs``, SP rank 0; the others
+  return nothing from verl's pass) keeps them and runs the estimator. The others only count
+  what the cache would hold, so they take the same path, and join the same number of forwards
+  when it streams.
 - Every forward writes, per token position, a code for that token's coefficient as a model
   output (the index of the signed token in feeding order, -2 for a zero-advantage token, -1
   elsewhere), so verl's own micro-batch reassembly (dynamic batch sizes included) puts the
@@ -38,7 +45,7 @@ from torch import Tensor
 from verl.utils import tensordict_utils as tu
 
 from delta_rlvr.core import DeltaConfig, DeltaStats, DeltaStream
-from delta_rlvr.core.packed import PackedProxyCache
+from delta_rlvr.core.packed import CacheTier, PackedProxyCache
 from delta_rlvr.core.precision import full_precision
 
 #: name of the (B,) per-response advantage the driver sends with the old-log-prob call
@@ -106,20 +113,31 @@ def response_positions(micro_batch: TensorDict) -> tuple[Tensor, Tensor, Tensor]
 
 @dataclass
 class PassOptions:
-    """How the pass keeps the proxy: ``cache_mib`` caps the packed cache (None = no cap, 0 =
-    always stream); ``offload`` keeps it in CPU memory."""
+    """How the pass keeps the proxy: ``tiers`` of the packed cache, filled in order (default: the
+    GPU, no cap; a single tier capped at 0 always streams); ``holds_cache``: False on the
+    sequence-parallel ranks that return no output (they only count, see the module docstring).
 
-    cache_mib: float | None = None
-    offload: bool = False
+    With a disk tier the estimator's pass 0 (first moments and the (2, H, H) float64 second
+    moments, 56 H^2 bytes measured) also runs inside the old-log-prob forward, so the cache is
+    read back K + 1 times instead of K + 3 (`PackedProxyCache.run` measures gamma^(0) in a pass
+    of its own when nothing was fed yet)."""
+
+    tiers: tuple[CacheTier, ...] = (CacheTier("device"),)
+    holds_cache: bool = True
+
+    @property
+    def moments_in_forward(self) -> bool:
+        return self.holds_cache and any(t.kind == "disk" for t in self.tiers)
 
 
 class ProxyFeeder:
     """Feeds each micro-batch's signed response tokens to the cache (first forward) or to the
     stream (re-forwards after a spill), and emits the per-position coefficient codes."""
 
-    def __init__(self, stream: DeltaStream, cache: PackedProxyCache) -> None:
+    def __init__(self, stream: DeltaStream, cache: PackedProxyCache, *, moments_in_forward: bool = False) -> None:
         self.stream = stream
         self.cache = cache
+        self.moments_in_forward = moments_in_forward  # the stream's pass 0 runs in the first forward too
         self.streaming = False  # True once the cache has spilled: each pass re-runs the forward
         self.first_forward = True
         self.offset = 0  # signed tokens seen so far in this forward (feeding order)
@@ -144,10 +162,17 @@ class ProxyFeeder:
         codes[position[signed.to(position.device)]] = self.offset + torch.arange(n_signed, device=position.device)
         self.offset += n_signed
         if self.first_forward and not self.streaming:
-            if self.cache.add(hidden, logp, advantages):
+            stored = self.cache.add(hidden, logp, advantages)
+            if stored and not self.moments_in_forward:
                 return self._nested(codes, micro_batch)
-            self.cache.spill(self.stream)  # over the cap: from here on, stream
-            self.streaming = True
+            if not stored:  # every tier full: from here on, stream
+                if self.moments_in_forward:
+                    self.cache.free()  # its rows are in the stream's pass 0 already
+                elif not self.cache.record_only:
+                    self.cache.spill(self.stream)
+                self.streaming = True
+        if self.cache.record_only:  # not this rank's to compute
+            return self._nested(codes, micro_batch)
         v = hidden[signed].float() * (-torch.expm1(logp[signed])).unsqueeze(1)
         self.stream.update_tokens(v, advantages[signed], zero_advantage_tokens=int((~signed).sum()))
         return self._nested(codes, micro_batch)
@@ -204,15 +229,17 @@ def capture_proxy(engine: Any, feeder: ProxyFeeder) -> Iterator[None]:
 @dataclass(frozen=True)
 class PassResult:
     """What `delta_passes` returns: the first forward's output, the coefficients (nested, per
-    position, matching its log_probs layout; None where the output is None), the statistics,
-    how many forwards ran and the cache's peak size."""
+    position, matching its log_probs layout; None where the output is None), the statistics
+    (None on a rank that holds no cache), how many forwards ran, the cache's peak size (in all
+    and per tier kind: "device", "host", "disk"; 0 on a rank that holds no cache)."""
 
     output: TensorDict | None
     coef: Tensor | None
-    stats: DeltaStats
+    stats: DeltaStats | None
     forwards: int
     cache_peak_bytes: int
     streamed: bool
+    cache_peak_by_kind: dict[str, int]
 
 
 def delta_passes(
@@ -238,30 +265,42 @@ def delta_passes(
             measure it).
     """
     stream = DeltaStream(config, reduce=reduce, gamma=gamma)
-    cache = PackedProxyCache(options.cache_mib, offload=options.offload)
-    feeder = ProxyFeeder(stream, cache)
+    cache = PackedProxyCache(tiers=options.tiers, record_only=not options.holds_cache)
+    feeder = ProxyFeeder(stream, cache, moments_in_forward=options.moments_in_forward)
     forwards = 0
-    with capture_proxy(engine, feeder):
-        output = infer()
-        forwards += 1
-        feeder.first_forward = False
-        last = output
-        if reduce is not None:  # all ranks stream if any rank had to
-            feeder.streaming = bool(reduce(torch.tensor([float(feeder.streaming)], dtype=torch.float64)).item() > 0)
-            if feeder.streaming and cache.nbytes:
-                cache.spill(stream)
-        if feeder.streaming:
-            stream.end_pass()
-            while not stream.done:
-                feeder.start_forward()
-                last = infer()
-                forwards += 1
+    try:
+        with capture_proxy(engine, feeder):
+            output = infer()
+            forwards += 1
+            feeder.first_forward = False
+            last = output
+            if reduce is not None:  # all ranks stream if any rank had to
+                feeder.streaming = bool(reduce(torch.tensor([float(feeder.streaming)], dtype=torch.float64)).item() > 0)
+                if feeder.streaming and cache.nbytes and options.holds_cache:
+                    cache.free() if feeder.moments_in_forward else cache.spill(stream)
+            if not options.holds_cache:  # the same forwards as the rank that computes, nothing else
+                for _ in range(stream.num_passes - 1 if feeder.streaming else 0):
+                    feeder.start_forward()
+                    last = infer()
+                    forwards += 1
+                return PassResult(None, None, None, forwards, 0, feeder.streaming, dict.fromkeys(("device", "host", "disk"), 0))
+            if feeder.streaming:
                 stream.end_pass()
-            result = stream.result()
-        else:
-            result = cache.run(stream)
+                while not stream.done:
+                    feeder.start_forward()
+                    last = infer()
+                    forwards += 1
+                    stream.end_pass()
+                result = stream.result()
+            else:
+                if feeder.moments_in_forward:
+                    stream.end_pass()  # pass 0 ran in the forward
+                result = cache.run(stream)
+    finally:
+        cache.free()
+    peaks = (cache.peak_nbytes, feeder.streaming, cache.peak_bytes_by_kind())
     if output is None or last is None:
-        return PassResult(output, None, result.stats, forwards, cache.peak_nbytes, feeder.streaming)
+        return PassResult(output, None, result.stats, forwards, *peaks)
     flat = PackedProxyCache.coefficients(result).cpu()
     zero = result.zero_advantage_coef.cpu()
     index = last.pop(INDEX_KEY)
@@ -271,4 +310,4 @@ def delta_passes(
     values = torch.where(idx >= 0, flat[idx.clamp_min(0)] if flat.numel() else torch.zeros(()),
                          torch.where(idx == ZERO_ADVANTAGE_TOKEN, zero, torch.zeros(())))
     coef = torch.nested.nested_tensor_from_jagged(values.float(), index.offsets().cpu())
-    return PassResult(output, coef, result.stats, forwards, cache.peak_nbytes, feeder.streaming)
+    return PassResult(output, coef, result.stats, forwards, *peaks)

@@ -88,6 +88,7 @@ def check_launch(config) -> None:
     from delta_rlvr.adapters.verl.trainer import check_trainer_supported
 
     check_trainer_supported(config)
+    settings.tiers()  # a delta.spill_dir that cannot be created here is refused before Ray starts
     if config.actor_rollout_ref.model.get("use_fused_kernels", False):
         raise ValueError(
             "DelTA (delta.enable=true) does not support actor_rollout_ref.model.use_fused_kernels=True: the fused "

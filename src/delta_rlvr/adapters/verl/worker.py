@@ -71,15 +71,23 @@ def delta_compute_log_prob(worker: ActorRolloutRefWorker, data: TensorDict, raw:
         # through the same method, so they see exactly what it sees (router replay included).
         return ActorRolloutRefWorker.compute_log_prob(worker, data.copy())
 
+    # One cache per sequence-parallel group: its output rank keeps it (see actor_pass).
+    holds_cache = bool(engine.is_mp_src_rank_with_outputs())
     result = delta_passes(
         engine, infer, settings.config,
-        options=PassOptions(cache_mib=settings.cache_mib, offload=settings.offload_cache),
+        options=PassOptions(tiers=tuple(settings.tiers()), holds_cache=holds_cache),
         reduce=dp_reduce if settings.pooling == "global" else None,
         gamma=gamma,
     )
+    if not holds_cache:
+        # verl's pass returns nothing here; the data-parallel group of this SP index holds only
+        # such ranks, so none of them joins the statistics' all-reduce below.
+        return None
     metrics = result.stats.as_metrics("delta/")
     metrics["delta/forwards"] = float(result.forwards)
     metrics["delta/cache_mib"] = result.cache_peak_bytes / 2**20
+    for kind, name in (("device", "gpu"), ("host", "host"), ("disk", "disk")):
+        metrics[f"delta/cache_gib_{name}"] = result.cache_peak_by_kind[kind] / 2**30
     gamma0 = result.stats.gamma[0].double().tolist()
     metrics["_gamma0_pos"], metrics["_gamma0_neg"] = gamma0
     metrics = mean_over_ranks(metrics, dp_reduce)  # every rank's statistics, not rank 0's alone
