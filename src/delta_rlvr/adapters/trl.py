@@ -777,7 +777,17 @@ class DeltaGRPOTrainer(GRPOTrainer):
         torch.save(self._delta_state(), os.path.join(folder, rank_state_file(self.accelerator.process_index)))
 
     def _load_optimizer_and_scheduler(self, checkpoint):
-        super()._load_optimizer_and_scheduler(checkpoint)
+        device = self.args.device
+        if checkpoint is not None and self.args.world_size > 1 and device.type == "cpu" and device.index is not None:
+            # transformers 5 loads the optimizer with map_location=args.device, "cpu:0" on several CPU
+            # processes, which torch.load cannot restore to: load it to "cpu" (the same memory) instead.
+            self.args.__dict__["_setup_devices"] = torch.device("cpu")
+            try:
+                super()._load_optimizer_and_scheduler(checkpoint)
+            finally:
+                self.args.__dict__["_setup_devices"] = device
+        else:
+            super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is None:
             return
         state = self._delta_read_state(checkpoint)
