@@ -1,6 +1,8 @@
 """DeltaGRPOTrainer across two CPU processes (torchrun, gloo, DDP): global pooling equals the
 single-process coefficients of the concatenated batch, local pooling each rank's own, both
-against the float64 reference; and FSDP2's sharded LM head on CPU.
+against the float64 reference; FSDP2's sharded LM head on CPU; every rank's step after a
+resume equals the uninterrupted run's (per-rank state), and a world-size change is refused
+(local pooling) or handled (global); an FSDP2 training step updates the weights as DDP's.
 
 One torchrun launch (tests/adapters/trl_multiprocess_worker.py) trains every variant, so the
 two processes' start-up (about 8 s) is paid once.
