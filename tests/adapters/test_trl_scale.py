@@ -164,6 +164,63 @@ def test_no_micro_batchs_hidden_state_outlives_its_forward(char_tokenizer, tiny_
     assert alive_at_next_forward == [0, 0]
 
 
+def test_the_capture_frees_each_chunk_as_it_is_packed(char_tokenizer, tiny_config, tmp_path, monkeypatch):
+    # TRL's own forward (misaligned accumulation) in two micro-batches of 4: the capture holds
+    # every valid token until the advantages exist; the pass moves it into the packed cache
+    # chunk by chunk, so when chunk i is packed, chunks < i are freed.
+    import weakref
+
+    from delta_rlvr.adapters import trl as adapter
+    from delta_rlvr.core.packed import PackedProxyCache
+
+    trainer = make(DeltaCounting, DeltaGRPOConfig, char_tokenizer, tiny_config, tmp_path, per_device_train_batch_size=4,
+                   steps_per_generation=2, gradient_accumulation_steps=1, max_steps=1)
+    captured, alive_at_pack, sizes = [], [], []
+    add, pack = adapter._Capture.add, PackedProxyCache.add
+
+    def watch_add(self, start, stop, rows, valid):
+        captured.append(weakref.ref(rows.untyped_storage()))
+        sizes.append(rows.numel() * rows.element_size())
+        add(self, start, stop, rows, valid)
+
+    def watch_pack(self, hidden, logp, advantages):
+        alive_at_pack.append(sum(ref() is not None for ref in captured))
+        return pack(self, hidden, logp, advantages)
+
+    monkeypatch.setattr(adapter._Capture, "add", watch_add)
+    monkeypatch.setattr(PackedProxyCache, "add", watch_pack)
+    trainer.train()
+    assert trainer.records[0]["info"]["capture_source"] == "scoring" and len(captured) == 2
+    assert alive_at_pack == [2, 1]  # chunk 0 was freed before chunk 1 was packed
+    assert all(ref() is None for ref in captured)  # and nothing outlives the pass
+    # Measured: TRL's forward with the capture, then the pass, against TRL's forward alone.
+    monkeypatch.setattr(adapter._Capture, "add", add)
+    rec = trainer.records[0]
+    batch = {k: v for k, v in rec["batch"].items() if k != "old_per_token_logps"}
+    batch["advantages"] = rec["A"]
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    att = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+
+    def scored(capture):
+        trainer._delta_capture = capture
+        with torch.no_grad():
+            out = trainer._get_per_token_logps_and_entropies(trainer.model, ids, att, ids.shape[1] - batch["prompt_ids"].shape[1],
+                                                             batch_size=4)[0]
+        return out
+
+    with LiveTensorBytes() as stock:
+        scored(None)
+    with LiveTensorBytes() as ours:
+        capture = adapter._Capture(None, "scoring")
+        logps = scored(capture)
+        trainer._delta_coefficients(dict(batch, old_per_token_logps=logps))
+    trainer._delta_capture = None
+    h = tiny_config.hidden_size
+    statistics = 16 * (2 * h * h) * 2  # the estimator's O(H^2) float64 statistics, as above
+    extra = ours.peak - stock.peak
+    assert extra <= sum(sizes) + max(sizes) + statistics, (extra, sizes)  # capture + one chunk (+ O(H^2))
+
+
 def test_past_the_cache_cap_the_pass_streams_with_k_plus_one_more_forwards_and_the_same_coefficients(
         char_tokenizer, tiny_config, tmp_path):
     runs = {}

@@ -562,7 +562,7 @@ class DeltaGRPOTrainer(GRPOTrainer):
     def _delta_warn_forward(self, capture: _Capture, batch: dict[str, Any]) -> None:
         """One warning per run and reason: DelTA runs its own forward (``delta/forwards`` > 0)."""
         if capture.overflowed:
-            cap = self.args.delta_cache_mib
+            cap = f"{capture.cap_bytes / MIB:.4g}"
             need = (capture.needed_bytes + capture.largest) / MIB
             key = "cap"
             message = (
@@ -570,8 +570,9 @@ class DeltaGRPOTrainer(GRPOTrainer):
                 f"batch ({capture.needed_bytes / MIB:.4g} MiB, plus {capture.largest / MIB:.4g} MiB for one micro-batch "
                 f"while packing) do not fit delta_cache_mib={cap} MiB, so DelTA cannot reuse TRL's "
                 f"{'forward' if capture.source == 'scoring' else 'generation'} and runs its own no-grad forward over the "
-                f"batch, then streams (K + 1 more forwards). Raise delta_cache_mib to at least {need:.4g} MiB to run "
-                "no extra forward (delta/forwards shows the forwards DelTA ran)."
+                "batch (and streams, K + 1 more forwards, if the packed cache passes the cap too). Raise "
+                f"delta_cache_mib to at least {need:.4g} MiB to run no extra forward (delta/forwards shows the forwards "
+                "DelTA ran)."
             )
         else:
             reason = capture.invalid or "TRL ran no forward DelTA could reuse"
