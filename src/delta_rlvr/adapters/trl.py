@@ -15,16 +15,24 @@ Design choices (docs/adapters.md, "TRL"):
    policy as it sampled (no optimiser step has happened yet: the old policy).
 3. The proxy's inputs are the backbone's last hidden state (a forward hook on the backbone, the
    input of the LM head) and log p(y_t) from TRL's own fused LM head (the trainer's
-   temperature and logit scaling, as TRL's loss sees them). Where TRL itself runs an
-   old-log-prob forward (vLLM importance-sampling correction, or gradient accumulation not
-   aligned with generation), the hidden states are captured from that forward
-   (``_get_per_token_logps_and_entropies``) and its ``old_per_token_logps`` are used: no extra
-   forward. Otherwise the adapter runs one no-grad forward per generation batch.
-4. Packed, bounded memory: each micro-batch's valid completion tokens' hidden rows are copied
-   out of its (mb, P + T, H) hidden state (which is then freed), and only the signed tokens
-   (A != 0) are kept, in the model's dtype, in a `PackedProxyCache`; every DelTA pass runs from
-   that cache. Past ``delta_cache_mib`` the pass streams: K + 1 more forwards, micro-batch by
-   micro-batch (`DeltaStream`). ``delta_offload_cache`` keeps the cache in CPU memory.
+   temperature and logit scaling, as TRL's loss sees them). No forward of DelTA's own where
+   it can be avoided: where TRL runs an old-log-prob forward (vLLM importance-sampling
+   correction, or gradient accumulation not aligned with generation), the hidden states are
+   captured from it (``_get_per_token_logps_and_entropies``) with its ``old_per_token_logps``;
+   in the aligned mode (TRL runs none) with TRL's transformers generation, they are captured
+   from generation (``_generate_single_turn``: the hidden state that sampled each token, same
+   weights) and log p(y) is recomputed from those rows by TRL's fused-head kernel (a head
+   pass, no backbone). Otherwise (vLLM without IS, tools, a custom rollout, a capture past the
+   cap) the adapter runs one no-grad forward per generation batch, after one warning that
+   gives the numbers and what to change.
+4. Packed, bounded memory: a capture holds each micro-batch's valid tokens' rows (n, H) in the
+   model's dtype; the DelTA pass moves them, chunk by chunk, into a `PackedProxyCache` of the
+   signed tokens (A != 0), freeing each captured chunk as it is packed: at most the capture
+   plus one chunk, and a capture is taken only while that sum fits ``delta_cache_mib``. The
+   adapter's own forward copies each micro-batch's rows out of its (mb, P + T, H) hidden state
+   (then freed). Every DelTA pass runs from the cache. Past ``delta_cache_mib`` the pass
+   streams: K + 1 more forwards, micro-batch by micro-batch (`DeltaStream`).
+   ``delta_offload_cache`` keeps the cache in CPU memory.
 5. The valid-token mask is the set of tokens TRL's loss can see: completion mask x tool mask x
    (importance-sampling ratio != 0, which removes the tokens vLLM IS ``*_mask`` modes drop).
    Masks the loss builds from the current policy at update time (``top_entropy_quantile``,
@@ -38,8 +46,12 @@ Design choices (docs/adapters.md, "TRL"):
    ``summon_full_params`` of the root unit), and a head that is still not whole on some process
    is refused on every process alike. lm_head pools locally and does not stream.
 8. The frozen gamma, DelTA's assignment temperature (``delta_freeze_temperature``; a
-   `FrozenGamma`, as in the trainer), and the random-coefficient generator are saved in every
-   checkpoint (``delta_state.pt``) and restored on resume.
+   `FrozenGamma`, as in the trainer), and the random-coefficient generator are per process
+   (local pooling freezes each process's own gamma; each process seeds ``seed + rank``): every
+   process writes its own ``delta_state_rank{r}.pt`` into each checkpoint and reads its own on
+   resume. A different number of processes on resume is refused with local pooling (a rank's
+   state has no owner) and handled with global pooling (the pooled gamma is the same on every
+   rank).
 9. Statistics go to TRL's ``_metrics["train"]`` as ``delta/*``, averaged over processes.
 10. In evaluation (``model.training`` False) advantages are left as TRL computed them.
 """
@@ -298,6 +310,17 @@ class _Capture:
         return chunks
 
 
+def single_process_cpu_launch(env: Any = None) -> bool:
+    """Whether this looks like ``accelerate launch --cpu --num_processes N`` (N > 1) having started
+    one process: accelerate's CPU launcher sets MASTER_ADDR / MASTER_PORT (only when more than one
+    process is asked for) and ACCELERATE_USE_CPU, then runs the script once, leaving the other
+    processes to mpirun (``--mpirun_hostfile``); no launcher set WORLD_SIZE or an MPI size."""
+    env = os.environ if env is None else env
+    launched_by_mpi_or_torchrun = any(k in env for k in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"))
+    return (str(env.get("ACCELERATE_USE_CPU", "")).lower() == "true" and "MASTER_ADDR" in env
+            and not launched_by_mpi_or_torchrun)
+
+
 class DeltaGRPOTrainer(GRPOTrainer):
     """``GRPOTrainer`` whose advantages are per token: A x coef (DelTA, the DelTA paper's method).
 
@@ -305,6 +328,12 @@ class DeltaGRPOTrainer(GRPOTrainer):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if single_process_cpu_launch():
+            logger.warning(
+                "DeltaGRPOTrainer: this looks like `accelerate launch --cpu --num_processes N`, which starts ONE process "
+                "on CPU (accelerate leaves the others to mpirun); training runs on 1 process. For N CPU processes use "
+                "`torchrun --standalone --nproc_per_node N script.py` (or accelerate with --mpirun_hostfile)."
+            )
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, DeltaGRPOConfig):
             raise TypeError(
