@@ -109,6 +109,26 @@ def test_delta_runs_no_forward_of_its_own_in_either_mode(
     assert err < TOL, err
 
 
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-6), (torch.bfloat16, 5e-3)])
+def test_generations_hidden_states_give_the_coefficients_of_the_scoring_forward(dtype, tol, char_tokenizer, tiny_config,
+                                                                               tmp_path):
+    # The aligned mode: the rows the transformers generation computed (KV cache, one token a
+    # call) against DelTA's own no-grad scoring forward of the same batch with the same weights.
+    trainer = build(DeltaCounting, DeltaGRPOConfig, build_tiny_model(char_tokenizer, tiny_config).to(dtype), char_tokenizer,
+                    tmp_path, max_steps=1, learning_rate=0.0)
+    trainer._install_counter()
+    trainer.train()
+    rec = trainer.records[0]
+    assert rec["info"]["capture_source"] == "generation" and rec["info"]["forwards"] == 0
+    trainer._delta_capture = None  # no capture: DelTA's own forward
+    coef, _ = trainer._delta_coefficients(dict(rec["batch"], advantages=rec["A"]))
+    assert trainer.delta_pass_info["forwards"] == trainer.delta_pass_info["micro_batches"] > 0
+    err = (coef - rec["coef"]).abs().max()
+    assert err <= tol, err  # measured: 3.6e-7 in float32, 9.8e-4 in bf16 (KV-cache kernels against one forward)
+    signed = rec["batch"]["completion_mask"].bool() & (rec["A"] != 0)[:, None]
+    assert (rec["coef"][signed] - 1).abs().max() > 4 * tol  # the coefficients are not all 1
+
+
 # ------------------------------------------------------------------------------------------
 # Audit item 1: packed memory, the cap with streaming, offload.
 
