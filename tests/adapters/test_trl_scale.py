@@ -429,7 +429,7 @@ def test_a_checkpoint_of_an_older_version_restores_its_frozen_gamma(tmp_path, mo
     trainer._delta_gamma = FrozenGamma(True)
     trainer._delta_generator = None
     trainer.accelerator = SimpleNamespace(process_index=0, num_processes=1)
-    trainer.args = SimpleNamespace(delta_pooling="local", seed=0)
+    trainer.args = SimpleNamespace(delta_pooling="local", seed=0, world_size=1, device=torch.device("cpu"))
     old = torch.tensor([0.5, 0.25], dtype=torch.float64)
     torch.save({"temperature": old, "generator": None}, tmp_path / "delta_state.pt")
     trainer._load_optimizer_and_scheduler(str(tmp_path))
