@@ -260,7 +260,8 @@ def test_past_the_cache_cap_the_pass_streams_with_k_plus_one_more_forwards_and_t
     assert (cached["coef"] - reference(cached, char_tokenizer, tiny_config)).abs().max() < TOL
 
 
-def test_capture_from_trls_forward_streams_past_the_cap_with_k_plus_one_forwards(char_tokenizer, tiny_config, tmp_path):
+def test_capture_from_trls_forward_streams_past_the_cap_with_k_plus_one_forwards(char_tokenizer, tiny_config, tmp_path,
+                                                                                 caplog):
     # The capture holds every valid token until advantages exist; a cap below that falls back
     # to the adapter's own pass 0, then streams: stock + K + 2 passes, same coefficients.
     cached = make(DeltaCounting, DeltaGRPOConfig, char_tokenizer, tiny_config, tmp_path / "a", **TRL_SCORES)
@@ -268,6 +269,11 @@ def test_capture_from_trls_forward_streams_past_the_cap_with_k_plus_one_forwards
     capped = make(DeltaCounting, DeltaGRPOConfig, char_tokenizer, tiny_config, tmp_path / "b", delta_cache_mib=1e-3,
                   **TRL_SCORES)
     capped.train()
+    warned = [r.getMessage() for r in caplog.records if "do not fit delta_cache_mib" in r.getMessage()]
+    assert len(warned) == 1, warned  # one warning, with the numbers and the cap to set
+    tokens = int(capped.records[0]["batch"]["completion_mask"].sum())
+    assert f"the {tokens} valid completion tokens" in warned[0] and "delta_cache_mib=0.001 MiB" in warned[0]
+    assert "Raise delta_cache_mib to at least" in warned[0]
     k = capped.delta_config.refine_steps
     assert cached.passes == [1.0] and capped.passes == [1.0 + k + 2]
     assert not capped.records[0]["info"]["captured"] and capped.records[0]["info"]["streamed"]

@@ -591,7 +591,8 @@ class DeltaGRPOTrainer(GRPOTrainer):
     def _delta_warn_forward(self, capture: _Capture, batch: dict[str, Any]) -> None:
         """One warning per run and reason: DelTA runs its own forward (``delta/forwards`` > 0)."""
         if capture.overflowed:
-            cap = f"{capture.cap_bytes / MIB:.4g}"
+            setting = getattr(self.args, "delta_cache_mib", None)  # as the user wrote it
+            cap = setting if setting is not None else f"{capture.cap_bytes / MIB:.4g}"
             need = (capture.needed_bytes + capture.largest) / MIB
             key = "cap"
             message = (
