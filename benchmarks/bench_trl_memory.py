@@ -10,13 +10,17 @@ token valid, advantages +1 / -1 / 0 in thirds, so N_signed = 2/3 of the tokens) 
 - stock:   TRL's own old-log-prob pass over the batch (`_get_per_token_logps_and_entropies`),
 - forward: the adapter's own pass (aligned gradient accumulation: TRL runs none),
 - capture: TRL's pass with the adapter capturing the hidden states, then the DelTA pass on them
-           (vLLM IS correction or misaligned accumulation: no extra forward).
+           (vLLM IS correction or misaligned accumulation: no extra forward),
+- capped:  the same with ``delta_cache_mib`` set to the least cap the capture fits (capture plus
+           one chunk to spare), to check the peak against the cap.
 
 Memory is the peak of the bytes of live CPU tensors allocated inside the measured block
 (tests/adapters/trl_memory.py: a dispatch mode that tracks every new storage until it is
 freed; allocator caching is not included). "extra" = peak(DelTA variant) - peak(stock). The
 constants are fitted as extra = a x N_signed x H + b x H^2 (least squares over the grid) and
-printed with the cache's own bytes (N_signed x (H x 2 + 8)).
+printed with the cache's own bytes (N_signed x (H x 2 + 8)), the capture's (N_valid x (H x 2 + 8),
+as the capture counts them) and its largest chunk (one micro-batch). Issue 27's check: extra of
+the capture <= capture + one chunk (+ the passes' own transient), and <= the cap when set.
 
 ``--old`` takes a copy of the previous adapter (e.g. ``git show af53f73:src/delta_rlvr/adapters/trl.py``)
 and measures its pass the same way, for the comparison in docs/adapters.md.
@@ -75,7 +79,7 @@ def stock_pass(trainer, batch):
                                                           batch_size=trainer.args.per_device_train_batch_size)[0]
 
 
-def measure(trainer, batch, variant: str, base_cls) -> int:
+def measure(trainer, batch, variant: str, base_cls, cap_bytes=None) -> int:
     from delta_rlvr.adapters.trl import _Capture
 
     with LiveTensorBytes() as m:
@@ -90,11 +94,13 @@ def measure(trainer, batch, variant: str, base_cls) -> int:
         elif variant == "forward":
             trainer._delta_capture = None
             trainer._delta_coefficients(batch)
-        elif variant == "capture":
-            trainer._delta_capture = _Capture(None)
+        elif variant in ("capture", "capped"):
+            capture = _Capture(cap_bytes, "scoring")
+            trainer._delta_capture = capture
             logps = stock_pass(trainer, batch)
             trainer._delta_coefficients(dict(batch, old_per_token_logps=logps))
             trainer._delta_capture = None
+            trainer.last_capture = capture
         else:  # old adapter
             trainer._delta_coefficients(batch)
     return m.peak
@@ -126,6 +132,8 @@ def main() -> None:
     p.add_argument("--old", help="path of a copy of the previous adapter module, to measure it too")
     p.add_argument("--pass-hidden", type=int, nargs="+", default=[256, 512, 1024, 2048],
                    help="H of the cached-pass transient measurement (core objects only, cheap)")
+    p.add_argument("--cap-mib", type=float, nargs="*", default=[],
+                   help="also measure the capture path with these delta_cache_mib values")
     p.add_argument("--out")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -153,6 +161,21 @@ def main() -> None:
             stock = measure(trainer, batch, "stock", GRPOTrainer)
             for variant in ("forward", "capture"):
                 row[f"extra_{variant}"] = measure(trainer, batch, variant, GRPOTrainer) - stock
+            capture = trainer.last_capture
+            assert trainer.delta_pass_info["captured"], "the capture was not used"
+            row["capture_bytes"], row["chunk_bytes"] = capture.needed_bytes, capture.largest
+            row["capture_peak_bytes"] = trainer.delta_pass_info["capture_peak_bytes"]
+            cap = capture.needed_bytes + capture.largest  # the least cap the capture fits
+            row["cap_bytes"] = cap
+            row["extra_capped"] = measure(trainer, batch, "capped", GRPOTrainer, cap) - stock
+            assert trainer.delta_pass_info["captured"] and not trainer.delta_pass_info["streamed"]
+            row["capture_within_capture_plus_chunk"] = row["extra_capture"] <= cap
+            row["capped_within_cap"] = row["extra_capped"] <= cap
+            for mib in args.cap_mib:  # a user's cap: the capture fits it or DelTA forwards (and maybe streams)
+                extra = measure(trainer, batch, "capped", GRPOTrainer, int(mib * 2**20)) - stock
+                info = trainer.delta_pass_info
+                row[f"cap_{mib}MiB"] = {"extra": extra, "within_cap": extra <= mib * 2**20, "captured": info["captured"],
+                                        "streamed": info["streamed"], "forwards": info["forwards"]}
             if old_trainer is not None:
                 row["extra_old"] = measure(old_trainer, batch, "old", GRPOTrainer) - stock
             row["stock_peak"] = stock

@@ -1,8 +1,17 @@
 """Step time of DeltaGRPOTrainer against stock TRL GRPOTrainer on the same generation batches.
 
     python benchmarks/bench_trl_overhead.py [--hidden 128] [--layers 2] [--completion-length 32]
-        [--batches 2] [--repeats 5] [--synthetic] [--device cpu|cuda] [--bf16] [--out results.json]
+        [--batches 2] [--repeats 5] [--synthetic] [--full-step] [--device cpu|cuda] [--bf16] [--out results.json]
 
+--full-step (the aligned mode as a user runs it: num_iterations = 1, accumulation aligned with
+generation, transformers generation, so TRL runs no old-log-prob forward): each variant runs its
+whole step, `_generate_and_score_completions` (generation with the same seed, so the same
+tokens; the rewards; for DeltaGRPOTrainer the capture of the hidden states from generation and
+the DelTA pass) then the learning below, alternately (stock, delta, then delta, stock, ...) from
+the same starting weights. Reported: the median step per variant, their ratio, and the
+``delta/forwards`` of the DelTA passes (0: no forward of DelTA's own).
+
+Without --full-step:
 Generation batches are made once (TRL's own `_generate_and_score_completions` on the stock
 trainer, timed once: the shared rollout; or, with --synthetic, random token batches of exactly
 --completion-length tokens with group advantages, as on a GPU check without generation).
@@ -78,6 +87,15 @@ def learn(trainer, batch, optimizer, delta: bool):
     optimizer.zero_grad(set_to_none=True)
 
 
+def full_step(trainer, inputs, optimizer, seed: int):
+    """One whole training step: rollout and scoring (with DelTA's pass for DeltaGRPOTrainer), then learning."""
+    torch.manual_seed(seed)  # the same sampled tokens for both variants
+    trainer.model.train()
+    batch = trainer._generate_and_score_completions(inputs)
+    learn(trainer, batch, optimizer, delta=False)  # DeltaGRPOTrainer's advantages are A x coef already
+    return batch
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hidden", type=int, default=128)
@@ -90,6 +108,9 @@ def main() -> None:
     p.add_argument("--synthetic", action="store_true", help="random token batches instead of TRL generation")
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true")
+    p.add_argument("--full-step", action="store_true", help="time generation + scoring + DelTA + learning per variant")
+    p.add_argument("--forward-variant", action="store_true",
+                   help="with --full-step, also time DelTA with its own scoring forward (the path before issue 27)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out")
     args = p.parse_args()
@@ -110,6 +131,9 @@ def main() -> None:
     stock = build(GRPOTrainer, GRPOConfig, model, tokenizer, args, out, args.device)
     delta = build(DeltaGRPOTrainer, DeltaGRPOConfig, model, tokenizer, args, out, args.device)  # same weights
     n = args.micro_batch * args.steps_per_generation
+    if args.full_step:
+        run_full_steps(args, stock, delta, model, start, device)
+        return
     batches, rollout_s = [], []
     loader = iter(stock.get_train_dataloader())
     for i in range(args.batches):
@@ -150,6 +174,60 @@ def main() -> None:
         "rollout_s": rollout, "step_ratio_with_rollout": (med["delta"] + rollout) / (med["stock"] + rollout),
         "measurements_per_variant": len(times["stock"]),
         "peak_memory_bytes": peaks if device.type == "cuda" else None,
+    }
+    print(json.dumps(result, indent=1))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+def run_full_steps(args, stock, delta, model, start, device) -> None:
+    from delta_rlvr.adapters.trl import DeltaGRPOConfig, DeltaGRPOTrainer
+
+    class ScoringForward(DeltaGRPOTrainer):
+        """The path before issue 27: DelTA's own no-grad forward instead of generation's rows."""
+
+        def _generation_capture_blocker(self):
+            return "bench_trl_overhead: the scoring-forward variant"
+
+    trainers = {"stock": stock, "delta": delta}
+    if args.forward_variant:
+        trainers["delta_forward"] = build(ScoringForward, DeltaGRPOConfig, model, delta.processing_class, args,
+                                          tempfile.mkdtemp(), args.device)
+    loader = iter(stock.get_train_dataloader())
+    prompts = [next(loader) for _ in range(args.batches)]  # the same prompts for every variant
+    times = {name: [] for name in trainers}
+    forwards, tokens = [], []
+    for rep in range(args.repeats + 1):
+        order = list(trainers) if rep % 2 == 0 else list(reversed(trainers))
+        for i, inputs in enumerate(prompts):
+            for name in order:
+                model.load_state_dict(start)
+                trainer = trainers[name]
+                optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                batch = full_step(trainer, inputs, optimizer, seed=1000 * rep + i)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                if rep > 0:
+                    times[name].append(time.perf_counter() - t0)
+                if name == "delta":
+                    info = delta.delta_pass_info
+                    forwards.append(info["forwards"] / max(info["micro_batches"], 1))
+                    tokens.append(int(batch["completion_mask"].sum()))
+                del optimizer
+    med = {k: statistics.median(v) for k, v in times.items()}
+    result = {
+        "mode": "full step, aligned (transformers generation, no old-log-prob forward in TRL)",
+        "hidden": args.hidden, "layers": args.layers, "completion_length": args.completion_length,
+        "responses_per_batch": args.micro_batch * args.steps_per_generation, "valid_tokens_per_batch": tokens,
+        "device": args.device, "bf16": args.bf16, "threads": args.threads, "median_step_s": med,
+        "step_ratio_delta_over_stock": med["delta"] / med["stock"],
+        "step_ratio_delta_forward_over_stock": med["delta_forward"] / med["stock"] if "delta_forward" in med else None,
+        "per_measurement_ratios": [d / s for d, s in zip(times["delta"], times["stock"])],
+        "delta_forwards_per_micro_batch": sorted(set(forwards)), "measurements_per_variant": len(times["stock"]),
     }
     print(json.dumps(result, indent=1))
     if args.out:

@@ -86,7 +86,7 @@ def signed_tokens(record):
 
 
 @pytest.mark.parametrize("path", ["trl_scores_old_policy", "aligned"])
-def test_forwards_per_generation_batch_equal_stock_trl_where_trl_scores_the_old_policy_else_one_more(
+def test_delta_runs_no_forward_of_its_own_in_either_mode(
         path, char_tokenizer, tiny_config, tmp_path):
     overrides = TRL_SCORES if path == "trl_scores_old_policy" else dict(max_steps=1)
     stock = make(StockCounting, trl.GRPOConfig, char_tokenizer, tiny_config, tmp_path / "stock", **overrides)
@@ -97,14 +97,36 @@ def test_forwards_per_generation_batch_equal_stock_trl_where_trl_scores_the_old_
     rec = delta.records[0]
     if path == "trl_scores_old_policy":
         assert stock.passes == [1.0] and delta.passes == [1.0]  # zero extra forwards
-        assert rec["info"]["captured"] and rec["info"]["forwards"] == 0
+        assert rec["info"]["capture_source"] == "scoring" and rec["info"]["forwards"] == 0
         assert "old_per_token_logps" in rec["batch"]
-    else:
-        assert stock.passes == [0.0] and delta.passes == [1.0]  # stock + 1
-        assert not rec["info"]["captured"] and rec["info"]["forwards"] == rec["info"]["micro_batches"]
+    else:  # TRL runs no old-log-prob forward: the rows come from its transformers generation
+        assert stock.passes == [0.0] and delta.passes == [0.0]
+        assert rec["info"]["capture_source"] == "generation" and rec["info"]["forwards"] == 0
+        assert "old_per_token_logps" not in rec["batch"]
     assert signed_tokens(rec) > 0
-    want = reference(rec, char_tokenizer, tiny_config)
-    assert (rec["coef"] - want).abs().max() < TOL
+    want = reference(rec, char_tokenizer, tiny_config)  # float64, from a full scoring forward of the batch
+    err = (rec["coef"] - want).abs().max()
+    assert err < TOL, err
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-6), (torch.bfloat16, 5e-3)])
+def test_generations_hidden_states_give_the_coefficients_of_the_scoring_forward(dtype, tol, char_tokenizer, tiny_config,
+                                                                               tmp_path):
+    # The aligned mode: the rows the transformers generation computed (KV cache, one token a
+    # call) against DelTA's own no-grad scoring forward of the same batch with the same weights.
+    trainer = build(DeltaCounting, DeltaGRPOConfig, build_tiny_model(char_tokenizer, tiny_config).to(dtype), char_tokenizer,
+                    tmp_path, max_steps=1, learning_rate=0.0)
+    trainer._install_counter()
+    trainer.train()
+    rec = trainer.records[0]
+    assert rec["info"]["capture_source"] == "generation" and rec["info"]["forwards"] == 0
+    trainer._delta_capture = None  # no capture: DelTA's own forward
+    coef, _ = trainer._delta_coefficients(dict(rec["batch"], advantages=rec["A"]))
+    assert trainer.delta_pass_info["forwards"] == trainer.delta_pass_info["micro_batches"] > 0
+    err = (coef - rec["coef"]).abs().max()
+    assert err <= tol, err  # measured: 3.6e-7 in float32, 9.8e-4 in bf16 (KV-cache kernels against one forward)
+    signed = rec["batch"]["completion_mask"].bool() & (rec["A"] != 0)[:, None]
+    assert (rec["coef"][signed] - 1).abs().max() > 4 * tol  # the coefficients are not all 1
 
 
 # ------------------------------------------------------------------------------------------
@@ -162,6 +184,63 @@ def test_no_micro_batchs_hidden_state_outlives_its_forward(char_tokenizer, tiny_
     assert alive_at_next_forward == [0, 0]
 
 
+def test_the_capture_frees_each_chunk_as_it_is_packed(char_tokenizer, tiny_config, tmp_path, monkeypatch):
+    # TRL's own forward (misaligned accumulation) in two micro-batches of 4: the capture holds
+    # every valid token until the advantages exist; the pass moves it into the packed cache
+    # chunk by chunk, so when chunk i is packed, chunks < i are freed.
+    import weakref
+
+    from delta_rlvr.adapters import trl as adapter
+    from delta_rlvr.core.packed import PackedProxyCache
+
+    trainer = make(DeltaCounting, DeltaGRPOConfig, char_tokenizer, tiny_config, tmp_path, per_device_train_batch_size=4,
+                   steps_per_generation=2, gradient_accumulation_steps=1, max_steps=1)
+    captured, alive_at_pack, sizes = [], [], []
+    add, pack = adapter._Capture.add, PackedProxyCache.add
+
+    def watch_add(self, start, stop, rows, valid):
+        captured.append(weakref.ref(rows.untyped_storage()))
+        sizes.append(rows.numel() * rows.element_size())
+        add(self, start, stop, rows, valid)
+
+    def watch_pack(self, hidden, logp, advantages):
+        alive_at_pack.append(sum(ref() is not None for ref in captured))
+        return pack(self, hidden, logp, advantages)
+
+    monkeypatch.setattr(adapter._Capture, "add", watch_add)
+    monkeypatch.setattr(PackedProxyCache, "add", watch_pack)
+    trainer.train()
+    assert trainer.records[0]["info"]["capture_source"] == "scoring" and len(captured) == 2
+    assert alive_at_pack == [2, 1]  # chunk 0 was freed before chunk 1 was packed
+    assert all(ref() is None for ref in captured)  # and nothing outlives the pass
+    # Measured: TRL's forward with the capture, then the pass, against TRL's forward alone.
+    monkeypatch.setattr(adapter._Capture, "add", add)
+    rec = trainer.records[0]
+    batch = {k: v for k, v in rec["batch"].items() if k != "old_per_token_logps"}
+    batch["advantages"] = rec["A"]
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    att = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+
+    def scored(capture):
+        trainer._delta_capture = capture
+        with torch.no_grad():
+            out = trainer._get_per_token_logps_and_entropies(trainer.model, ids, att, ids.shape[1] - batch["prompt_ids"].shape[1],
+                                                             batch_size=4)[0]
+        return out
+
+    with LiveTensorBytes() as stock:
+        scored(None)
+    with LiveTensorBytes() as ours:
+        capture = adapter._Capture(None, "scoring")
+        logps = scored(capture)
+        trainer._delta_coefficients(dict(batch, old_per_token_logps=logps))
+    trainer._delta_capture = None
+    h = tiny_config.hidden_size
+    statistics = 16 * (2 * h * h) * 2  # the estimator's O(H^2) float64 statistics, as above
+    extra = ours.peak - stock.peak
+    assert extra <= sum(sizes) + max(sizes) + statistics, (extra, sizes)  # capture + one chunk (+ O(H^2))
+
+
 def test_past_the_cache_cap_the_pass_streams_with_k_plus_one_more_forwards_and_the_same_coefficients(
         char_tokenizer, tiny_config, tmp_path):
     runs = {}
@@ -174,13 +253,15 @@ def test_past_the_cache_cap_the_pass_streams_with_k_plus_one_more_forwards_and_t
     assert torch.equal(cached["batch"]["completion_ids"], streamed["batch"]["completion_ids"])  # same rollout
     assert streamed["info"]["streamed"] and not cached["info"]["streamed"]
     k = runs["streamed"].delta_config.refine_steps
-    assert runs["streamed"].passes == [1.0 + k + 1] and runs["cached"].passes == [1.0]
+    # the capture from generation does not fit the cap: one warning, pass 0 forwarded by DelTA, then K + 1
+    assert runs["streamed"].passes == [1.0 + k + 1] and runs["cached"].passes == [0.0]
     torch.testing.assert_close(streamed["coef"], cached["coef"], atol=2e-6, rtol=0)
     assert torch.equal(runs["offloaded"].records[0]["coef"], cached["coef"])
     assert (cached["coef"] - reference(cached, char_tokenizer, tiny_config)).abs().max() < TOL
 
 
-def test_capture_from_trls_forward_streams_past_the_cap_with_k_plus_one_forwards(char_tokenizer, tiny_config, tmp_path):
+def test_capture_from_trls_forward_streams_past_the_cap_with_k_plus_one_forwards(char_tokenizer, tiny_config, tmp_path,
+                                                                                 caplog):
     # The capture holds every valid token until advantages exist; a cap below that falls back
     # to the adapter's own pass 0, then streams: stock + K + 2 passes, same coefficients.
     cached = make(DeltaCounting, DeltaGRPOConfig, char_tokenizer, tiny_config, tmp_path / "a", **TRL_SCORES)
@@ -188,6 +269,11 @@ def test_capture_from_trls_forward_streams_past_the_cap_with_k_plus_one_forwards
     capped = make(DeltaCounting, DeltaGRPOConfig, char_tokenizer, tiny_config, tmp_path / "b", delta_cache_mib=1e-3,
                   **TRL_SCORES)
     capped.train()
+    warned = [r.getMessage() for r in caplog.records if "do not fit delta_cache_mib" in r.getMessage()]
+    assert len(warned) == 1, warned  # one warning, with the numbers and the cap to set
+    tokens = int(capped.records[0]["batch"]["completion_mask"].sum())
+    assert f"the {tokens} valid completion tokens" in warned[0] and "delta_cache_mib=0.001 MiB" in warned[0]
+    assert "Raise delta_cache_mib to at least" in warned[0]
     k = capped.delta_config.refine_steps
     assert cached.passes == [1.0] and capped.passes == [1.0 + k + 2]
     assert not capped.records[0]["info"]["captured"] and capped.records[0]["info"]["streamed"]
@@ -318,7 +404,7 @@ def test_the_frozen_temperature_is_checkpointed_and_restored_on_resume(char_toke
     frozen = first._delta_gamma.value
     assert frozen is not None and bool(torch.isfinite(frozen).all())
     checkpoint = tmp_path / "checkpoint-1"
-    assert torch.equal(torch.load(checkpoint / "delta_state.pt")["gamma"], frozen)
+    assert torch.equal(torch.load(checkpoint / "delta_state_rank0.pt")["gamma"], frozen)
     # Resume from step 1 with a fresh trainer: its first batch is not the run's first batch,
     # so without the checkpointed value it would freeze a different gamma.
     resumed = make(DeltaCounting, DeltaGRPOConfig, char_tokenizer, tiny_config, tmp_path, **args)
@@ -348,6 +434,8 @@ def test_a_checkpoint_of_an_older_version_restores_its_frozen_gamma(tmp_path, mo
     trainer.delta_config = DeltaConfig(freeze_temperature=True)
     trainer._delta_gamma = FrozenGamma(True)
     trainer._delta_generator = None
+    trainer.accelerator = SimpleNamespace(process_index=0, num_processes=1)
+    trainer.args = SimpleNamespace(delta_pooling="local", seed=0, world_size=1, device=torch.device("cpu"))
     old = torch.tensor([0.5, 0.25], dtype=torch.float64)
     torch.save({"temperature": old, "generator": None}, tmp_path / "delta_state.pt")
     trainer._load_optimizer_and_scheduler(str(tmp_path))

@@ -9,6 +9,15 @@ fresh trainer under the same accelerate state (DDP over gloo). Every rank saves,
 generation batch, its batch, A, coef and the weights that sampled it, to OUT_DIR/rank{r}.pt.
 Then it tries FSDP2 (`fully_shard` on a CPU mesh over gloo) on the LM head and records
 whether torch allows it there and what `gathered_head` returns.
+
+Resume (issue 27): for each pooling, with a frozen gamma and with random coefficients, a 2-step
+run checkpointing every step, then a fresh trainer resumed from its checkpoint-1; every rank
+saves both runs' step-2 coefficients and its checkpointed gamma.
+
+FSDP2 (issue 27): one DeltaGRPOTrainer step under DDP and the same step under accelerate's FSDP2
+(``fully_shard`` of every decoder layer and the root; accelerate refuses FSDP on CPU, so the
+worker sets its state to FSDP after the trainer is built, the only change): both runs'
+rollouts, coefficients and updated weights (gathered from the shards) are saved.
 """
 
 from __future__ import annotations
@@ -46,7 +55,10 @@ def main() -> None:
             super().__init__(*args, **kwargs)
 
         def _delta_coefficients(self, batch):
-            weights = {k: v.detach().clone() for k, v in self.accelerator.unwrap_model(self.model).state_dict().items()}
+            from torch.distributed.tensor import DTensor
+
+            state = self.accelerator.unwrap_model(self.model).state_dict()
+            weights = {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().clone() for k, v in state.items()}
             coef, stats = super()._delta_coefficients(batch)
             keep = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
             self.records.append({"A": batch["advantages"].clone(), "coef": coef.clone(), "weights": weights,
@@ -69,6 +81,57 @@ def main() -> None:
         trainer.train()
         results[name] = trainer.records
     rank = dist.get_rank()
+
+    def config(name, max_steps=2, **extra):
+        return DeltaGRPOConfig(
+            output_dir=str(out / name), per_device_train_batch_size=8, num_generations=4, max_completion_length=8,
+            max_steps=max_steps, learning_rate=1e-2, logging_steps=1, loss_type="dapo", beta=0.0, temperature=1.0,
+            reward_weights=[1.0, 0.5], use_cpu=True, bf16=False, report_to=[], seed=11, dataloader_num_workers=0,
+            disable_tqdm=True, **extra)
+
+    def trainer_of(args):
+        return Recording(model=build_tiny_model(tokenizer, tiny), reward_funcs=[correct, has_answer], args=args,
+                         train_dataset=data, processing_class=tokenizer)
+
+    resume = {}
+    for pooling in ("local", "global"):
+        for what, extra in (("frozen", dict(delta_freeze_temperature=True)), ("random", dict(delta_random_coefficients=True))):
+            name = f"resume_{pooling}_{what}"
+            full = trainer_of(config(name, delta_pooling=pooling, save_strategy="steps", save_steps=1, **extra))
+            full.train()
+            checkpoint = out / name / "checkpoint-1"
+            resumed = trainer_of(config(name + "_resumed", delta_pooling=pooling, save_strategy="no", **extra))
+            resumed.train(resume_from_checkpoint=str(checkpoint))
+            saved = torch.load(checkpoint / f"delta_state_rank{rank}.pt", weights_only=True)
+            resume[name] = {"full": [r["coef"] for r in full.records], "resumed": [r["coef"] for r in resumed.records],
+                            "full_A": [r["A"] for r in full.records], "resumed_A": [r["A"] for r in resumed.records],
+                            "saved_gamma": saved["gamma"], "resumed_gamma": resumed._delta_gamma.value,
+                            "checkpoint": str(checkpoint)}
+
+    # One step under DDP, then the same step under FSDP2 (the accelerate state is process-wide: FSDP2 last).
+    steps = {}
+    for name in ("ddp", "fsdp2"):
+        trainer = trainer_of(config(f"step_{name}", delta_pooling="global", max_steps=1, save_strategy="no",
+                                    optim="sgd"))  # SGD: the update is lr x the clipped gradient itself
+        if name == "fsdp2":
+            from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+            state = trainer.accelerator.state
+            state.fsdp_plugin = FullyShardedDataParallelPlugin(
+                fsdp_version=2, reshard_after_forward=True, auto_wrap_policy="transformer_based_wrap",
+                transformer_cls_names_to_wrap=["Qwen3DecoderLayer"])
+            state.distributed_type = DistributedType.FSDP
+            trainer.is_fsdp_enabled = True
+        trainer.train()
+        from torch.distributed.tensor import DTensor
+
+        params = dict(trainer.model.named_parameters())
+        sharded = any(isinstance(v, DTensor) for v in params.values())
+        after = {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().clone() for k, v in params.items()}
+        rec = trainer.records[0]
+        steps[name] = {"after": after, "before": {k: rec["weights"][k] for k in after}, "coef": rec["coef"],
+                       "A": rec["A"], "completion_ids": rec["completion_ids"], "sharded": sharded,
+                       "wrapper": type(trainer.model_wrapped).__name__, "info": rec["info"]}
 
     # FSDP2 on CPU: shard a fresh model's LM head over the two processes and gather it back.
     fsdp2 = {}
@@ -93,7 +156,8 @@ def main() -> None:
     except Exception as err:  # noqa: BLE001 - recorded for the test and the docs
         fsdp2["allowed"] = False
         fsdp2["error"] = f"{type(err).__name__}: {err}"
-    torch.save({"results": results, "fsdp2": fsdp2, "world_size": dist.get_world_size()}, out / f"rank{rank}.pt")
+    torch.save({"results": results, "fsdp2": fsdp2, "resume": resume, "steps": steps, "world_size": dist.get_world_size()},
+               out / f"rank{rank}.pt")
 
 
 if __name__ == "__main__":

@@ -15,16 +15,24 @@ Design choices (docs/adapters.md, "TRL"):
    policy as it sampled (no optimiser step has happened yet: the old policy).
 3. The proxy's inputs are the backbone's last hidden state (a forward hook on the backbone, the
    input of the LM head) and log p(y_t) from TRL's own fused LM head (the trainer's
-   temperature and logit scaling, as TRL's loss sees them). Where TRL itself runs an
-   old-log-prob forward (vLLM importance-sampling correction, or gradient accumulation not
-   aligned with generation), the hidden states are captured from that forward
-   (``_get_per_token_logps_and_entropies``) and its ``old_per_token_logps`` are used: no extra
-   forward. Otherwise the adapter runs one no-grad forward per generation batch.
-4. Packed, bounded memory: each micro-batch's valid completion tokens' hidden rows are copied
-   out of its (mb, P + T, H) hidden state (which is then freed), and only the signed tokens
-   (A != 0) are kept, in the model's dtype, in a `PackedProxyCache`; every DelTA pass runs from
-   that cache. Past ``delta_cache_mib`` the pass streams: K + 1 more forwards, micro-batch by
-   micro-batch (`DeltaStream`). ``delta_offload_cache`` keeps the cache in CPU memory.
+   temperature and logit scaling, as TRL's loss sees them). No forward of DelTA's own where
+   it can be avoided: where TRL runs an old-log-prob forward (vLLM importance-sampling
+   correction, or gradient accumulation not aligned with generation), the hidden states are
+   captured from it (``_get_per_token_logps_and_entropies``) with its ``old_per_token_logps``;
+   in the aligned mode (TRL runs none) with TRL's transformers generation, they are captured
+   from generation (``_generate_single_turn``: the hidden state that sampled each token, same
+   weights) and log p(y) is recomputed from those rows by TRL's fused-head kernel (a head
+   pass, no backbone). Otherwise (vLLM without IS, tools, a custom rollout, a capture past the
+   cap) the adapter runs one no-grad forward per generation batch, after one warning that
+   gives the numbers and what to change.
+4. Packed, bounded memory: a capture holds each micro-batch's valid tokens' rows (n, H) in the
+   model's dtype; the DelTA pass moves them, chunk by chunk, into a `PackedProxyCache` of the
+   signed tokens (A != 0), freeing each captured chunk as it is packed: at most the capture
+   plus one chunk, and a capture is taken only while that sum fits ``delta_cache_mib``. The
+   adapter's own forward copies each micro-batch's rows out of its (mb, P + T, H) hidden state
+   (then freed). Every DelTA pass runs from the cache. Past ``delta_cache_mib`` the pass
+   streams: K + 1 more forwards, micro-batch by micro-batch (`DeltaStream`).
+   ``delta_offload_cache`` keeps the cache in CPU memory.
 5. The valid-token mask is the set of tokens TRL's loss can see: completion mask x tool mask x
    (importance-sampling ratio != 0, which removes the tokens vLLM IS ``*_mask`` modes drop).
    Masks the loss builds from the current policy at update time (``top_entropy_quantile``,
@@ -38,15 +46,21 @@ Design choices (docs/adapters.md, "TRL"):
    ``summon_full_params`` of the root unit), and a head that is still not whole on some process
    is refused on every process alike. lm_head pools locally and does not stream.
 8. The frozen gamma, DelTA's assignment temperature (``delta_freeze_temperature``; a
-   `FrozenGamma`, as in the trainer), and the random-coefficient generator are saved in every
-   checkpoint (``delta_state.pt``) and restored on resume.
+   `FrozenGamma`, as in the trainer), and the random-coefficient generator are per process
+   (local pooling freezes each process's own gamma; each process seeds ``seed + rank``): every
+   process writes its own ``delta_state_rank{r}.pt`` into each checkpoint and reads its own on
+   resume. A different number of processes on resume is refused with local pooling (a rank's
+   state has no owner) and handled with global pooling (the pooled gamma is the same on every
+   rank).
 9. Statistics go to TRL's ``_metrics["train"]`` as ``delta/*``, averaged over processes.
 10. In evaluation (``model.training`` False) advantages are left as TRL computed them.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,13 +93,25 @@ LINEAR_LOSS_TYPES: tuple[str, ...] = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo"
 #: generation-batch keys that mean the forward needs more than input ids (vision inputs).
 MULTIMODAL_KEYS: tuple[str, ...] = ("pixel_values", "image_grid_thw", "token_type_ids", "mm_token_type_ids")
 
-#: the file in each checkpoint folder that holds the adapter's own state (frozen gamma, RNG)
+#: the file in each checkpoint folder that older versions wrote (rank 0's state only)
 STATE_FILE = "delta_state.pt"
+#: the file of each process's own state (frozen gamma, RNG), written by that process
+RANK_STATE_PATTERN = re.compile(r"delta_state_rank(\d+)\.pt")
 #: the key of the frozen gamma in `STATE_FILE`, and the key older checkpoints used for it
 GAMMA_STATE_KEY = "gamma"
 OLD_GAMMA_STATE_KEY = "temperature"
 
 PREFIX = "delta_"
+
+
+def rank_state_file(rank: int) -> str:
+    """The name of process ``rank``'s DelTA state file in a checkpoint folder."""
+    return f"delta_state_rank{rank}.pt"
+
+#: tokens per tile of TRL's fused-head kernel when log-probs are recomputed from generation's rows
+HEAD_CHUNK = 32768
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -229,27 +255,70 @@ def gathered_head(head: torch.nn.Module, dist: Any = None, wrapped: torch.nn.Mod
 
 
 class _Capture:
-    """Hidden rows of the valid completion tokens of TRL's own old-log-prob forward, one entry
-    per micro-batch: (first response, last response + 1, rows (n, H) in the model's dtype)."""
+    """Hidden rows of the valid completion tokens of a forward TRL runs anyway, one chunk per
+    micro-batch: TRL's old-log-prob forward (``source="scoring"``) or its transformers
+    generation (``source="generation"``, aligned mode). Each chunk is (first response, last
+    response + 1, rows (n, H) in the model's dtype, valid (b, T) bool: the tokens of ``rows``,
+    row-major).
 
-    def __init__(self, cap_bytes: int | None) -> None:
+    The capture is the first form of the packed cache: it holds every valid token (the
+    advantages, which say which tokens are signed, exist only after TRL has scored the rewards,
+    after its forward), and the DelTA pass moves it into the `PackedProxyCache` chunk by chunk,
+    freeing each captured chunk as it is packed. So the sum of the two never exceeds the
+    capture's bytes plus one chunk, and the capture accepts a chunk only while that sum fits
+    ``cap_bytes`` (``delta_cache_mib``). Each token is counted as the cache will hold it
+    (row + 8 bytes of 1 - p and A).
+    """
+
+    def __init__(self, cap_bytes: int | None, source: str = "scoring") -> None:
         self.cap_bytes = cap_bytes
-        self.chunks: list[tuple[int, int, Tensor | None]] = []
-        self.nbytes = 0
+        self.source = source
+        self.chunks: list[tuple[int, int, Tensor, Tensor]] = []
+        self.nbytes = 0  # bytes held now
         self.peak_nbytes = 0
+        self.needed_bytes = 0  # bytes every chunk offered would take (also past an overflow)
+        self.largest = 0  # the largest chunk offered
+        self.tokens = 0
         self.overflowed = False
+        self.invalid: str | None = None  # why the capture cannot be used (not a cap overflow)
         self.done = False
 
-    def add(self, start: int, stop: int, rows: Tensor) -> None:
-        size = rows.numel() * rows.element_size()
-        if self.overflowed or (self.cap_bytes is not None and self.nbytes + size > self.cap_bytes):
-            self.overflowed = True
+    def add(self, start: int, stop: int, rows: Tensor, valid: Tensor) -> None:
+        size = rows.shape[0] * (rows.shape[1] * rows.element_size() + 8)
+        self.needed_bytes += size
+        self.largest = max(self.largest, size)
+        self.tokens += rows.shape[0]
+        if self.overflowed or self.invalid is not None:
+            return
+        if self.cap_bytes is not None and self.nbytes + size + self.largest > self.cap_bytes:
+            self.overflowed = True  # one chunk to spare for the packing: capture + cache <= cap
             self.chunks.clear()
             self.nbytes = 0
             return
-        self.chunks.append((start, stop, rows))
+        self.chunks.append((start, stop, rows, valid))
         self.nbytes += size
         self.peak_nbytes = max(self.peak_nbytes, self.nbytes)
+
+    def discard(self, reason: str) -> None:
+        self.invalid = reason
+        self.chunks.clear()
+        self.nbytes = 0
+
+    def take(self) -> list[tuple[int, int, Tensor, Tensor]]:
+        """Hand the chunks over (the capture keeps no reference to them)."""
+        chunks, self.chunks, self.nbytes = self.chunks, [], 0
+        return chunks
+
+
+def single_process_cpu_launch(env: Any = None) -> bool:
+    """Whether this looks like ``accelerate launch --cpu --num_processes N`` (N > 1) having started
+    one process: accelerate's CPU launcher sets MASTER_ADDR / MASTER_PORT (only when more than one
+    process is asked for) and ACCELERATE_USE_CPU, then runs the script once, leaving the other
+    processes to mpirun (``--mpirun_hostfile``); no launcher set WORLD_SIZE or an MPI size."""
+    env = os.environ if env is None else env
+    launched_by_mpi_or_torchrun = any(k in env for k in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"))
+    return (str(env.get("ACCELERATE_USE_CPU", "")).lower() == "true" and "MASTER_ADDR" in env
+            and not launched_by_mpi_or_torchrun)
 
 
 class DeltaGRPOTrainer(GRPOTrainer):
@@ -259,6 +328,12 @@ class DeltaGRPOTrainer(GRPOTrainer):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if single_process_cpu_launch():
+            logger.warning(
+                "DeltaGRPOTrainer: this looks like `accelerate launch --cpu --num_processes N`, which starts ONE process "
+                "on CPU (accelerate leaves the others to mpirun); training runs on 1 process. For N CPU processes use "
+                "`torchrun --standalone --nproc_per_node N script.py` (or accelerate with --mpirun_hostfile)."
+            )
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, DeltaGRPOConfig):
             raise TypeError(
@@ -276,6 +351,7 @@ class DeltaGRPOTrainer(GRPOTrainer):
         cap = self.args.delta_cache_mib
         self._delta_cap_bytes: int | None = None if cap is None else int(cap * MIB)
         self._delta_capture: _Capture | None = None
+        self._delta_warned: set[str] = set()  # reasons already warned about (one warning each per run)
         #: what the last DelTA pass did: "captured" (hidden states from TRL's own forward),
         #: "streamed", forwards run by the adapter, and the packed bytes held at the peak
         self.delta_pass_info: dict[str, Any] = {}
@@ -285,7 +361,15 @@ class DeltaGRPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         training = self.model.training
-        self._delta_capture = _Capture(self._delta_cap_bytes) if training and self._trl_scores_old_policy() else None
+        capture = None
+        if training and self._trl_scores_old_policy():
+            capture = _Capture(self._delta_cap_bytes, "scoring")
+        elif training:
+            why_not = self._generation_capture_blocker()
+            capture = _Capture(self._delta_cap_bytes, "generation")
+            if why_not is not None:
+                capture.discard(why_not)
+        self._delta_capture = capture
         try:
             output = super()._generate_and_score_completions(inputs)
             if not training:
@@ -306,9 +390,85 @@ class DeltaGRPOTrainer(GRPOTrainer):
             self.use_vllm and self.vllm_importance_sampling_correction
         )
 
+    def _generation_capture_blocker(self) -> str | None:
+        """Why the hidden states cannot be taken from generation in the aligned mode (TRL runs no
+        old-log-prob forward), or None when they can: TRL's own transformers ``generate`` (one
+        call per generation batch, no tools, no custom rollout), a text-only model, and a head
+        without a logit scale (the log-probs are recomputed from the rows by TRL's fused-head
+        kernel, which takes only the temperature and the soft-capping from here)."""
+        if self.use_vllm:
+            return "generation runs in vLLM, which returns no hidden states"
+        if getattr(self, "use_transformers_continuous_batching", False):
+            return "use_transformers_continuous_batching=True generates outside the model's forward"
+        if getattr(self, "rollout_func", None) is not None:
+            return "a rollout_func generates the completions"
+        if getattr(self, "tools", None) or getattr(self, "environment_factories", None) is not None:
+            return "tool calls add tokens that generation did not produce"
+        if getattr(self, "_is_vlm", False):
+            return "vision-language models are not supported by the generation capture"
+        config = self.accelerator.unwrap_model(self.model).config.get_text_config()
+        for name in ("logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling"):
+            if getattr(config, name, None) is not None:
+                return f"the model scales its logits ({name}={getattr(config, name)!r})"
+        return None
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        capture = self._delta_capture
+        if capture is None or capture.source != "generation" or capture.invalid is not None:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        if capture.done:  # a second generation call (a tool loop): its tokens were not in the first
+            capture.discard("generation ran more than once for the batch (tool calls)")
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        capture.done = True
+        step = self.args.per_device_train_batch_size
+        steps: list[list[Tensor]] = []  # per micro-batch: the (b, H) hidden of each decoding step
+        held, row_bytes = [0], [0]
+
+        def grab(module: torch.nn.Module, hook_args: Any, output: Any) -> None:
+            hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+            last = hidden[:, -1].detach()  # the hidden state that samples the next token
+            if not steps:
+                steps.extend([] for _ in range(0, last.shape[0], step))
+            held[0] += last.numel() * last.element_size()
+            row_bytes[0] = last.shape[1] * last.element_size()
+            if capture.cap_bytes is not None and held[0] > capture.cap_bytes:
+                capture.overflowed = True
+            if capture.overflowed:
+                steps.clear()
+                steps.append([])  # keeps the list non-empty: nothing more is stored
+                return
+            for i, a in enumerate(range(0, last.shape[0], step)):
+                steps[i].append(last[a:a + step].clone())  # a copy: the prefill's (B, P, H) is freed
+
+        handle = self._delta_backbone().register_forward_hook(grab)
+        try:
+            completion_ids, logprobs = super()._generate_single_turn(prompt_ids, images, multimodal_fields,
+                                                                     num_generations, has_tool_images)
+        finally:
+            handle.remove()
+        lengths = [len(c) for c in completion_ids]
+        n_steps = len(steps[0]) if steps else 0
+        if capture.overflowed:
+            capture.tokens = sum(lengths)  # what the capture would have held, for the warning
+            capture.needed_bytes = capture.tokens * (row_bytes[0] + 8)
+            capture.largest = max(sum(lengths[a:a + step]) for a in range(0, len(lengths), step)) * (row_bytes[0] + 8)
+            return completion_ids, logprobs
+        if n_steps == 0 or len(steps) != -(-len(lengths) // step) or max(lengths, default=0) > n_steps:
+            capture.discard(f"generation made {n_steps} model calls for completions of up to {max(lengths, default=0)} tokens")
+            return completion_ids, logprobs
+        width = max(lengths, default=0)
+        for i, a in enumerate(range(0, len(lengths), step)):
+            chunk, steps[i] = steps[i], []  # this micro-batch's decoding steps are freed once packed
+            lens = torch.tensor(lengths[a:a + step], device=chunk[0].device)
+            valid = torch.arange(width, device=lens.device)[None] < lens[:, None]  # (b, T): generated tokens, EOS included
+            rows = torch.stack(chunk[:width], dim=1)[valid]
+            del chunk
+            capture.add(a, a + len(lens), rows, valid)
+        return completion_ids, logprobs
+
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
         capture = self._delta_capture
-        if capture is None or capture.done or model is not self.model:
+        if capture is None or capture.source != "scoring" or capture.done or model is not self.model:
             return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
         capture.done = True  # the first call on the policy is the old-log-prob pass (the ref pass comes after)
         completion_mask = attention_mask[:, -logits_to_keep:].bool()
@@ -319,16 +479,17 @@ class DeltaGRPOTrainer(GRPOTrainer):
             start, stop = offset[0], offset[0] + hidden.shape[0]
             offset[0] = stop
             # Hidden state at position j produces the distribution of token j + 1.
-            rows = hidden[:, -logits_to_keep - 1 : -1][completion_mask[start:stop]]  # a copy: (n, H)
-            capture.add(start, stop, rows.detach())
+            valid = completion_mask[start:stop]
+            rows = hidden[:, -logits_to_keep - 1 : -1][valid]  # a copy: (n, H)
+            capture.add(start, stop, rows.detach(), valid)
 
         handle = self._delta_backbone().register_forward_hook(grab)
         try:
             out = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
         finally:
             handle.remove()
-        if offset[0] != input_ids.shape[0]:
-            capture.overflowed, capture.chunks = True, []  # not one backbone call per micro-batch: do not use it
+        if offset[0] != input_ids.shape[0]:  # not one backbone call per micro-batch: do not use it
+            capture.discard(f"TRL's forward made backbone calls over {offset[0]} rows for {input_ids.shape[0]} responses")
         return out
 
     # ----------------------------------------------------------------------------------------
@@ -360,24 +521,33 @@ class DeltaGRPOTrainer(GRPOTrainer):
         multi = self.accelerator.num_processes > 1
         reduce = all_reduce_sum if self.args.delta_pooling == "global" and multi else None
         gamma = self._delta_gamma.current()
-        info: dict[str, Any] = {"captured": captured is not None, "streamed": False, "forwards": 0,
-                                "micro_batches": len(chunks)}
+        source = None if captured is None else self._delta_capture.source
+        info: dict[str, Any] = {"captured": captured is not None, "capture_source": source, "streamed": False,
+                                "forwards": 0, "micro_batches": len(chunks)}
         if captured is not None:
             info["capture_peak_bytes"] = self._delta_capture.peak_nbytes
+        head_for_logps = None
+        if source == "generation":  # log p(y) from the captured rows through TRL's fused-head kernel
+            head_for_logps = head if head is not None else self._delta_full_head()
 
         def tokens(i: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
             """Micro-batch i's valid tokens: hidden (n, H), logp (n,), ids (n,), advantages (n,)."""
             start, stop = chunks[i]
             m = mask[start:stop]
+            ids = batch["completion_ids"][start:stop][m]
             if captured is not None and captured[i] is not None:
-                rows = captured[i]
-                captured[i] = None  # used once (pass 0), then freed
-                keep = m[batch["completion_mask"][start:stop].bool()]  # loss mask within the captured rows
-                hidden, logp = rows[keep], batch["old_per_token_logps"][start:stop][m].float()
+                rows, valid = captured[i]
+                captured[i] = None  # the only reference: freed once packed (pass 0)
+                keep = m[valid.to(m.device)]  # the loss mask within the captured rows
+                hidden = rows if bool(keep.all()) else rows[keep]
+                del rows
+                if source == "scoring":
+                    logp = batch["old_per_token_logps"][start:stop][m].float()
+                else:
+                    logp = self._delta_head_logps(hidden, ids, head_for_logps)
             else:
                 hidden, logp = self._delta_forward(batch, start, stop, m)
                 info["forwards"] += 1
-            ids = batch["completion_ids"][start:stop][m]
             adv = advantages[start:stop, None].expand_as(m)[m]
             return hidden, logp, ids, adv
 
@@ -389,20 +559,79 @@ class DeltaGRPOTrainer(GRPOTrainer):
         self.delta_pass_info = info
         return coef, stats
 
-    def _delta_micro_batches(self, batch: dict[str, Any]) -> tuple[list[tuple[int, int]], list[Tensor | None] | None]:
-        """The micro-batches (response ranges) of the pass, and the rows captured from TRL's
-        forward for each (None: the adapter forwards them itself). Every process decides alike."""
+    def _delta_micro_batches(self, batch: dict[str, Any]) -> tuple[list[tuple[int, int]], list | None]:
+        """The micro-batches (response ranges) of the pass, and for each the (rows, valid) captured
+        from a forward TRL ran anyway (None: the adapter forwards them itself, after one warning
+        with the numbers). Every process decides alike."""
         capture = self._delta_capture
-        usable = capture is not None and capture.done and not capture.overflowed and "old_per_token_logps" in batch
+        n, step = batch["completion_ids"].shape[0], self.args.per_device_train_batch_size
+        usable = capture is not None and capture.done and not capture.overflowed and capture.invalid is None
+        if usable and capture.source == "scoring":
+            usable = "old_per_token_logps" in batch
+        if usable:  # the captured chunks must tile the batch, in its order and token layout
+            width = batch["completion_ids"].shape[1]
+            ranges = [(a, b) for a, b, _, _ in capture.chunks]
+            usable = (ranges == [(a, min(a + step, n)) for a in range(0, n, step)] or
+                      (capture.source == "scoring" and ranges and ranges[0][0] == 0 and ranges[-1][1] == n and
+                       all(x[1] == y[0] for x, y in zip(ranges, ranges[1:]))))
+            usable = usable and all(valid.shape == (b - a, width) for a, b, _, valid in capture.chunks)
+            if not usable:
+                capture.discard("the captured rows do not match the batch TRL returned")
         if self.accelerator.num_processes > 1:  # all or none: forwards can be collective (FSDP, ZeRO-3)
             flag = torch.tensor([0.0 if usable else 1.0], device=self.accelerator.device)
             usable = float(self.accelerator.reduce(flag, "sum")) == 0.0
         if usable:
-            return [(a, b) for a, b, _ in capture.chunks], [rows for _, _, rows in capture.chunks]
+            taken = capture.take()
+            return [(a, b) for a, b, _, _ in taken], [(rows, valid) for _, _, rows, valid in taken]
         if capture is not None:
-            capture.chunks = []
-        n, step = batch["completion_ids"].shape[0], self.args.per_device_train_batch_size
+            capture.take()
+            self._delta_warn_forward(capture, batch)
         return [(a, min(a + step, n)) for a in range(0, n, step)], None
+
+    def _delta_warn_forward(self, capture: _Capture, batch: dict[str, Any]) -> None:
+        """One warning per run and reason: DelTA runs its own forward (``delta/forwards`` > 0)."""
+        if capture.overflowed:
+            setting = getattr(self.args, "delta_cache_mib", None)  # as the user wrote it
+            cap = setting if setting is not None else f"{capture.cap_bytes / MIB:.4g}"
+            need = (capture.needed_bytes + capture.largest) / MIB
+            key = "cap"
+            message = (
+                f"DeltaGRPOTrainer: the hidden states of the {capture.tokens} valid completion tokens of this process's "
+                f"batch ({capture.needed_bytes / MIB:.4g} MiB, plus {capture.largest / MIB:.4g} MiB for one micro-batch "
+                f"while packing) do not fit delta_cache_mib={cap} MiB, so DelTA cannot reuse TRL's "
+                f"{'forward' if capture.source == 'scoring' else 'generation'} and runs its own no-grad forward over the "
+                "batch (and streams, K + 1 more forwards, if the packed cache passes the cap too). Raise "
+                f"delta_cache_mib to at least {need:.4g} MiB to run no extra forward (delta/forwards shows the forwards "
+                "DelTA ran)."
+            )
+        else:
+            reason = capture.invalid or "TRL ran no forward DelTA could reuse"
+            key = reason
+            tokens = int(batch["completion_mask"].sum())
+            message = (
+                f"DeltaGRPOTrainer: {reason}, so DelTA runs one no-grad forward over this process's {tokens} completion "
+                "tokens per generation batch (delta/forwards = 1). To run none, generate with transformers (no vLLM) "
+                "or keep TRL's own old-log-prob forward (vllm_importance_sampling_correction=True)."
+            )
+        if key not in self._delta_warned:
+            self._delta_warned.add(key)
+            logger.warning(message)
+
+    def _delta_head_logps(self, hidden: Tensor, ids: Tensor, head: tuple[Tensor, Tensor | None]) -> Tensor:
+        """(n,) float32 log p(y) of captured rows (n, H) through TRL's fused-head kernel, with
+        the trainer's temperature and soft-capping, under the autocast TRL's forward runs in."""
+        from trl.kernels import ChunkedLogProbFunction
+
+        weight, bias = head
+        config = self.accelerator.unwrap_model(self.model).config.get_text_config()
+        softcap = getattr(config, "final_logit_softcapping", None)
+        autocast = self.accelerator.autocast()
+        if self.args.cast_lm_head_to_fp32:
+            hidden, autocast = hidden.float(), torch.autocast(hidden.device.type, enabled=False)
+        with autocast:
+            out = ChunkedLogProbFunction.apply(hidden.to(weight.device), weight, bias, ids.to(weight.device),
+                                               self.temperature, HEAD_CHUNK, softcap, 1.0, ("log_probs",))
+        return out[0].float().to(hidden.device)
 
     def _delta_signed_vectors(self, hidden: Tensor, logp: Tensor, ids: Tensor, adv: Tensor, head) -> Tensor:
         """(n_signed, H) float32 proxy of the signed tokens of one micro-batch."""
@@ -561,34 +790,107 @@ class DeltaGRPOTrainer(GRPOTrainer):
     # ----------------------------------------------------------------------------------------
     # Checkpoints: the frozen gamma and the random-coefficient generator survive a resume.
 
+    def _delta_state(self) -> dict[str, Any]:
+        """This process's DelTA state: its frozen gamma ((2,) float64 or None) and its
+        random-coefficient generator state (None without delta_random_coefficients)."""
+        generator = None if self._delta_generator is None else self._delta_generator.get_state()
+        return {GAMMA_STATE_KEY: self._delta_gamma.value, "generator": generator,
+                "rank": self.accelerator.process_index, "world_size": self.accelerator.num_processes,
+                "pooling": self.args.delta_pooling}
+
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
-        if self.args.should_save:
-            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-            generator = None if self._delta_generator is None else self._delta_generator.get_state()
-            state = {GAMMA_STATE_KEY: self._delta_gamma.value, "generator": generator}  # gamma: (2,) float64 or None
-            torch.save(state, os.path.join(folder, STATE_FILE))
+        # every process writes its own state (local pooling: its own gamma; every rank: its own generator)
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        os.makedirs(folder, exist_ok=True)
+        torch.save(self._delta_state(), os.path.join(folder, rank_state_file(self.accelerator.process_index)))
 
     def _load_optimizer_and_scheduler(self, checkpoint):
-        super()._load_optimizer_and_scheduler(checkpoint)
+        device = self.args.device
+        if checkpoint is not None and self.args.world_size > 1 and device.type == "cpu" and device.index is not None:
+            # transformers 5 loads the optimizer with map_location=args.device, "cpu:0" on several CPU
+            # processes, which torch.load cannot restore to: load it to "cpu" (the same memory) instead.
+            self.args.__dict__["_setup_devices"] = torch.device("cpu")
+            try:
+                super()._load_optimizer_and_scheduler(checkpoint)
+            finally:
+                self.args.__dict__["_setup_devices"] = device
+        else:
+            super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is None:
             return
-        path = os.path.join(checkpoint, STATE_FILE)
-        if not os.path.exists(path):
+        state = self._delta_read_state(checkpoint)
+        if state is None:
+            return
+        # checkpoints written before the rename keep the frozen gamma under "temperature"
+        self._delta_gamma.load(state[GAMMA_STATE_KEY] if GAMMA_STATE_KEY in state else state.get(OLD_GAMMA_STATE_KEY))
+        if self._delta_generator is not None:
+            if state.get("generator") is not None:
+                self._delta_generator.set_state(state["generator"])
+            elif state.get("fresh_generator_seed") is not None:
+                self._delta_generator.manual_seed(state["fresh_generator_seed"])
+
+    def _delta_read_state(self, checkpoint: str) -> dict[str, Any] | None:
+        """This process's state from ``checkpoint``: its own ``delta_state_rank{r}.pt``; a
+        world-size change is handled with global pooling (the gamma is the pooled one, equal on
+        every rank) and refused with local pooling where a rank's state is its own. Checkpoints
+        of older versions (one ``delta_state.pt``, written by rank 0) load on one process."""
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        own = os.path.join(checkpoint, rank_state_file(rank))
+        legacy = os.path.join(checkpoint, STATE_FILE)
+        saved = sorted(int(m.group(1)) for m in (RANK_STATE_PATTERN.fullmatch(f) for f in os.listdir(checkpoint)) if m)
+        if not saved:
+            if os.path.exists(legacy):
+                state = torch.load(legacy, weights_only=True)
+                if world > 1 and (state.get("generator") is not None or (
+                        self.args.delta_pooling == "local" and state.get(GAMMA_STATE_KEY, state.get(OLD_GAMMA_STATE_KEY)) is not None)):
+                    raise ValueError(
+                        f"DeltaGRPOTrainer: {legacy} was written by an older version from process 0 only, and this run "
+                        f"has {world} processes, each with its own DelTA state (frozen gamma with delta_pooling='local', "
+                        "random-coefficient generator); resume on one process, or start a new run"
+                    )
+                return state
             if self.delta_config.freeze_temperature:
                 raise FileNotFoundError(
-                    f"DeltaGRPOTrainer: {path} is missing, so the frozen DelTA gamma (assignment temperature, "
+                    f"DeltaGRPOTrainer: {own} is missing, so the frozen DelTA gamma (assignment temperature, "
                     "delta_freeze_temperature=True) of this run cannot be restored; resume from a checkpoint "
                     "written by DeltaGRPOTrainer, or start a new run"
                 )
-            return
-        state = torch.load(path, weights_only=True)
-        # checkpoints written before the rename keep the frozen gamma under "temperature"
-        self._delta_gamma.load(state[GAMMA_STATE_KEY] if GAMMA_STATE_KEY in state else state.get(OLD_GAMMA_STATE_KEY))
-        if state["generator"] is not None and self._delta_generator is not None:
-            self._delta_generator.set_state(state["generator"])
+            return None
+        saved_world = len(saved)
+        first = torch.load(os.path.join(checkpoint, rank_state_file(saved[0])), weights_only=True)
+        saved_world = int(first.get("world_size", saved_world))
+        if saved_world == world and os.path.exists(own):
+            return torch.load(own, weights_only=True)
+        rank_specific = first.get("generator") is not None or (
+            first.get("pooling", "local") == "local" and first.get(GAMMA_STATE_KEY) is not None)
+        pooling = first.get("pooling", "local")
+        if not rank_specific:
+            return first  # nothing of it depends on the rank (no frozen gamma, no generator)
+        if pooling == "local" or self.args.delta_pooling == "local":
+            raise ValueError(
+                f"DeltaGRPOTrainer: {checkpoint} holds the DelTA state of {saved_world} processes and this run has "
+                f"{world}: with delta_pooling='local' each process froze its own gamma from its own batch, and "
+                "no process of the new run has a batch of its own to take it from. Resume with "
+                f"{saved_world} processes, or start a new run (delta_pooling='global' pools gamma over every process "
+                "and can change the number of processes on resume)"
+            )
+        # global pooling: the frozen gamma is the pooled one, the same on every rank; generators are per rank
+        state = dict(first)
+        if state.get("generator") is not None:
+            path = os.path.join(checkpoint, rank_state_file(rank))
+            if os.path.exists(path):
+                state["generator"] = torch.load(path, weights_only=True).get("generator")
+            else:  # a new rank: a stream of its own, away from every saved rank's seed
+                state["generator"] = None
+                state["fresh_generator_seed"] = self.args.seed + rank + 1_000_003 * (self.state.global_step + 1)
+        logger.warning(
+            "DeltaGRPOTrainer: resuming %d processes from a checkpoint of %d (delta_pooling='global'): every process "
+            "takes the pooled frozen gamma; the data order and random coefficients differ from the original run's",
+            world, saved_world)
+        return state
 
     def _log_delta_stats(self, stats: DeltaStats) -> None:
         """delta/* statistics into TRL's metrics, averaged over processes (NaN-aware)."""
