@@ -9,6 +9,19 @@ from pathlib import Path
 from delta_rlvr import __version__
 
 
+def check_output_folder(path: str | Path, name: str = "--output-dir") -> None:
+    """Refuse a folder path that is, or lies under, an existing file (before anything is written)."""
+    from delta_rlvr.errors import ConfigError
+
+    folder = Path(path)
+    for part in (folder, *folder.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise ConfigError(f"{name} {str(folder)!r} cannot be a folder: {str(part)!r} is a file; "
+                                  "give a folder path (it is created when missing)")
+            return
+
+
 def train_config(args: argparse.Namespace):
     """The config a `train` command asks for; with --resume, the run's own config.yaml plus the
     flags, checked so that only the fields `--resume` may change differ (they are recorded)."""
@@ -32,6 +45,20 @@ def train_config(args: argparse.Namespace):
     return asked, resume_changes(saved, asked)
 
 
+def nothing_left_to_train(folder: Path, max_steps: int) -> None:
+    """--resume of a run whose newest checkpoint is already at or past max_steps: refused, so
+    that the command does not exit 0 having trained nothing."""
+    from delta_rlvr.errors import ConfigError
+    from delta_rlvr.train.checkpoint import checkpoint_step, latest_checkpoint
+
+    checkpoint = latest_checkpoint(folder / "checkpoints", verbose=False)
+    step = checkpoint_step(checkpoint) if checkpoint is not None else 0
+    if step >= max_steps:
+        raise ConfigError(f"--resume: the run in {folder} has already trained {step} steps ({checkpoint.name}) and "
+                          f"run.max_steps is {max_steps}: nothing to train; give a larger --max-steps to continue it "
+                          f"(for example --max-steps {step + max(1, max_steps)})")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from delta_rlvr.analysis.plots import is_avg_at_k, plot_run_curves, token_page
     from delta_rlvr.train import Trainer
@@ -39,8 +66,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config, changes = train_config(args)
     folder = Path(config.run.output_dir)
+    check_output_folder(folder, "--output-dir" if args.output_dir else "run.output_dir")
     prepare_folder(folder, resume=args.resume, overwrite=args.overwrite)
     with run_lock(folder):
+        if args.resume:
+            nothing_left_to_train(folder, config.run.max_steps)
         trainer = Trainer(config, resume=args.resume)
         record_changes(folder, trainer.step, changes)
         history = trainer.train()
@@ -298,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     from delta_rlvr.errors import CheckpointError, ConfigError, DataError
 
     try:
+        if getattr(args, "output_dir", None):
+            check_output_folder(args.output_dir)
         return args.func(args)
     except (ConfigError, DataError, CheckpointError) as err:  # a user's mistake or a full disk: no traceback
         print(f"delta-rlvr {args.command}: {err}", file=sys.stderr)

@@ -176,5 +176,10 @@ def latest_checkpoint(root: Path, *, verbose: bool = True) -> Path | None:
     return None
 
 
+def checkpoint_step(checkpoint: Path) -> int:
+    """The step a checkpoint folder (`step-NNNNNNNN`) was written at."""
+    return int(STEP_DIR.match(checkpoint.name).group(1))
+
+
 def load_state(checkpoint: Path) -> dict[str, Any]:
     return torch.load(checkpoint / STATE_FILE, weights_only=False)

@@ -434,6 +434,20 @@ def _looks_like_float(s: str) -> bool:
     return True
 
 
+def yaml_error_text(path: Path, err: yaml.YAMLError) -> str:
+    """'<file> line L, column C: <problem> (<context> at line L')' for PyYAML's error, without
+    its '<unicode string>' and source excerpts."""
+    mark = getattr(err, "problem_mark", None)
+    where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context, context_mark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context and context_mark is not None:
+        problem += f" ({context} at line {context_mark.line + 1}, column {context_mark.column + 1})"
+    elif context:
+        problem += f" ({context})"
+    return f"{path}{where}: not valid YAML: {problem}; fix the file (YAML uses 'key: value', two-space indents)"
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
     """A preset YAML file (or the embedded default when None) plus `key=value` overrides."""
     tree: dict = {}
@@ -442,9 +456,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Tr
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} does not exist; presets live in configs/")
         try:
-            tree = yaml.safe_load(p.read_text()) or {}
+            tree = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"config file {str(p)!r} is not UTF-8 text (byte {err.start}: {err.reason}); give a YAML preset") from None
         except yaml.YAMLError as err:
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {err}") from None
+            raise ConfigError(yaml_error_text(p, err)) from None
         if not isinstance(tree, dict):
             raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections")
     for text in overrides:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -23,6 +25,22 @@ def pick_device(spec: str) -> torch.device:
     if spec.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"model.device = {spec!r} but no CUDA device is available; use 'auto' or 'cpu'")
     return torch.device(spec)
+
+
+@contextlib.contextmanager
+def library_progress_bars(enabled: bool) -> Iterator[None]:
+    """transformers' own bars ("Loading weights", "Writing model shards") on or off for the block
+    (run.progress), restored afterwards: the switch is global to the process."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.is_progress_bar_enabled()
+    if not enabled and before:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if not enabled and before:
+            hf_logging.enable_progress_bar()
 
 
 def load_policy(cfg: ModelConfig, checkpoint: Path | None = None):

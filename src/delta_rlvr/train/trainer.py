@@ -44,7 +44,7 @@ from delta_rlvr.train.config import TrainConfig, save_config
 from delta_rlvr.train.methods import Credit, CreditInputs
 from delta_rlvr.train.metrics import MetricsWriter
 from delta_rlvr.train.old_policy import OldPolicy, ProxySketch, old_policy_pass
-from delta_rlvr.train.policy import load_policy
+from delta_rlvr.train.policy import library_progress_bars, load_policy
 from delta_rlvr.train.rollout import PolicyRunner, Rollout, StageTimer, TokenView, collect_rollout
 from delta_rlvr.train.tasks import PromptEncoder, build_task
 
@@ -69,7 +69,8 @@ class Trainer:
             print(f"--resume: no complete checkpoint in {self.ckpt_root}; starting from scratch")
         print(f"loading {checkpoint or config.model.name} ({torch.get_num_threads()} CPU threads) ...",
               file=sys.stderr, flush=True)
-        self.model, self.tokenizer, self.device = load_policy(config.model, checkpoint)
+        with library_progress_bars(run.progress):
+            self.model, self.tokenizer, self.device = load_policy(config.model, checkpoint)
         autocast = self.device.type == "cuda" and config.model.dtype in ("auto", "bfloat16")
         self.runner = PolicyRunner(self.model, config.rollout.temperature, config.optim.micro_batch_size, autocast)
         self.task = build_task(config.task)
@@ -259,8 +260,9 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rng_state(),
             "step": self.step, "position": self.position, "frozen_gamma": self.gamma.state(),
         }
-        save_checkpoint(self.ckpt_root, self.step, self.model, self.tokenizer, state,
-                        (self.out / "config.yaml").read_text(), self.config.run.keep_last)
+        with library_progress_bars(self.config.run.progress):
+            save_checkpoint(self.ckpt_root, self.step, self.model, self.tokenizer, state,
+                            (self.out / "config.yaml").read_text(), self.config.run.keep_last)
 
     def train(self) -> list[dict]:
         """Run to `run.max_steps`, evaluating before, every `eval_every` steps and at the end.
