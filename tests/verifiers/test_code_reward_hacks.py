@@ -379,3 +379,17 @@ def test_the_tests_call_the_program_only_through_names_they_do_not_define():
     assert forwarded_names(tests, prompt) == (("find_zero",), prompt)
     # a prefix that is not a program by itself does not run in the test process
     assert forwarded_names("assert f(1) == 1\n", "def f(a):\n") == (("f",), "")
+
+
+@needs_sandbox
+@needs_humaneval
+@pytest.mark.parametrize("path", PATHS)
+def test_the_canonical_solutions_score_164_of_164_on_every_path(humaneval, path):
+    # the boundary costs honest programs nothing, whichever engine scores them
+    import gzip
+
+    with gzip.open(HUMANEVAL, "rt", encoding="utf-8") as handle:
+        canonical = {row["task_id"]: row["canonical_solution"] for row in map(json.loads, handle)}
+    scores = PATHS[path]([canonical[record.id] for record in humaneval], [record.gold for record in humaneval])
+    failed = [record.id for record, score in zip(humaneval, scores) if score != 1.0]
+    assert len(scores) == 164 and failed == [], f"{path}: {len(failed)} canonical solutions failed: {failed}"
