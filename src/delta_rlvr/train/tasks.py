@@ -253,13 +253,14 @@ class CodeTask(_ListTask):
         code = self.settings
         results = score_code(completions, [r.gold for r in records], partial_credit=code.partial_credit,
                              timeout_s=code.timeout_s, memory_mb=code.memory_mb, workers=code.workers or None,
-                             isolation=code.isolation)
+                             isolation=code.isolation, max_file_bytes=code.max_file_bytes)
         return [r.score for r in results]
 
     def verdicts(self, completions: list[str], records: list[PromptRecord]) -> list[Verdict]:
         code = self.settings
         return code_verdicts(partial_credit=code.partial_credit, timeout_s=code.timeout_s, memory_mb=code.memory_mb,
-                             workers=code.workers or None, isolation=code.isolation)(completions, records)
+                             workers=code.workers or None, isolation=code.isolation,
+                             max_file_bytes=code.max_file_bytes)(completions, records)
 
 
 TASKS = {"arithmetic": ArithmeticTask, "reasoning_gym": GymTask, "dataset": MathDatasetTask, "code": CodeTask}
