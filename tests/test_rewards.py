@@ -147,6 +147,25 @@ def test_partial_credit_gives_the_fraction_of_cases_passed():
     assert code_reward(prompts=["p"], completions=[ADD_HALF], tests=[ADD]) == [0.0]
 
 
+# A program that writes a 2 MiB scratch file in its private /tmp, then answers.
+WRITE = json.dumps({"style": "function", "function": "write", "calls": [[[2 << 20], 2 << 20]]})
+WRITE_2MIB = "def write(n):\n    import os\n    open('/tmp/scratch', 'wb').write(b'x' * n)\n    return os.path.getsize('/tmp/scratch')\n"
+ECHO = json.dumps({"style": "stdio", "cases": [["7\n", "7\n"]]})
+ECHO_AFTER_2MIB = "open('/tmp/scratch', 'wb').write(b'x' * (2 << 20))\nprint(input())\n"
+
+
+def test_max_file_bytes_reaches_the_sandbox_from_make_code_reward_and_compute_score():
+    def trl(**settings):
+        return make_code_reward(**settings)(prompts=["p"], completions=[WRITE_2MIB], tests=[WRITE])
+
+    assert trl() == [1.0]  # the default, 64 MiB
+    assert trl(max_file_bytes=4 << 20) == [1.0] and trl(max_file_bytes=1 << 20) == [0.0]  # EFBIG past the limit
+    assert compute_score("code", ECHO_AFTER_2MIB, ECHO, max_file_bytes=4 << 20) == 1.0
+    assert compute_score("code", ECHO_AFTER_2MIB, ECHO, max_file_bytes=1 << 20) == 0.0
+    with pytest.raises(ValueError, match="max_file_bytes=0 must be a positive number of bytes"):
+        make_code_reward(max_file_bytes=0)
+
+
 def test_a_bad_tests_value_raises_naming_the_column_and_the_row():
     with pytest.raises(ValueError, match=r"column 'tests', batch row 1 \(prompt 'second'\): test spec style 'x' is unknown"):
         code_reward(prompts=["first", "second"], completions=[ADD_RIGHT] * 2, tests=[ADD, '{"style": "x"}'])

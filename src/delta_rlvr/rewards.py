@@ -47,7 +47,7 @@ from typing import Any
 
 from delta_rlvr.data.records import PromptRecord
 from delta_rlvr.verifiers.code_reward import CodeSpec, parse_code_spec, score_code
-from delta_rlvr.verifiers.code_runner import Isolation
+from delta_rlvr.verifiers.code_runner import DEFAULT_MAX_FILE_BYTES, Isolation
 from delta_rlvr.verifiers.extract import AnswerFormat
 from delta_rlvr.verifiers.math_reward import DEFAULT_TIMEOUT_S, score_math
 
@@ -215,13 +215,17 @@ class CodeReward:
         column: str = "tests",
         math_column: str = "gold",
         name: str = "code_reward",
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     ) -> None:
         if not timeout_s > 0:
             raise ValueError(f"timeout_s={timeout_s!r} must be a positive number of seconds")
+        if max_file_bytes < 1:
+            raise ValueError(f"max_file_bytes={max_file_bytes!r} must be a positive number of bytes")
         if not name.isidentifier():
             raise ValueError(f"name={name!r} must be an identifier (TRL logs rewards/<name>/mean)")
         self.partial_credit, self.timeout_s, self.memory_mb = partial_credit, timeout_s, memory_mb
         self.workers, self.isolation, self.column, self.math_column = workers, isolation, column, math_column
+        self.max_file_bytes = max_file_bytes
         self.__name__ = name
 
     def __repr__(self) -> str:
@@ -250,7 +254,7 @@ class CodeReward:
             return rewards
         results = score_code([texts[i] for i in rows], specs, partial_credit=self.partial_credit,
                              timeout_s=self.timeout_s, memory_mb=self.memory_mb, workers=self.workers,
-                             isolation=self.isolation)  # fmt: skip
+                             isolation=self.isolation, max_file_bytes=self.max_file_bytes)  # fmt: skip
         for index, result in zip(rows, results):
             rewards[index] = float(result.score)
         log_metric = kwargs.get("log_metric")
@@ -313,16 +317,19 @@ def make_code_reward(
     isolation: Isolation = "bwrap",
     column: str = "tests",
     name: str = "code_reward",
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> CodeReward:
     """A code reward function for TRL with these settings (see `CodeReward`).
 
     partial_credit: the fraction of cases passed instead of 1/0 (every case is then run).
-    timeout_s / memory_mb: per program, wall clock and address space. workers: sandboxes at
-    once (default one per CPU core). column: the dataset column holding the tests. name: what
-    TRL logs the rewards under (``rewards/<name>/mean``); give two code rewards two names.
+    timeout_s: wall clock per program. memory_mb: memory of each program's process tree (its
+    cgroup; RLIMIT_AS per process where no cgroup can be made). max_file_bytes: the largest
+    file a program may write, its stdout included (RLIMIT_FSIZE, default 64 MiB). workers:
+    sandboxes at once (default one per CPU core). column: the dataset column holding the tests.
+    name: what TRL logs the rewards under (``rewards/<name>/mean``); give two code rewards two names.
     """
     return CodeReward(partial_credit=partial_credit, timeout_s=timeout_s, memory_mb=memory_mb, workers=workers,
-                      isolation=isolation, column=column, name=name)
+                      isolation=isolation, column=column, name=name, max_file_bytes=max_file_bytes)
 
 
 def make_math_reward(
@@ -371,14 +378,16 @@ def compute_score(
     isolation: Isolation = "bwrap",
     answer_format: AnswerFormat = "boxed",
     math_timeout_s: float = DEFAULT_TIMEOUT_S,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     **_: Any,
 ) -> float:
     """verl's custom reward: one response's score, a float (see the module docstring).
 
     Code (`is_code_task`): `score_code` on the ground truth's spec, 1.0 / 0.0 or the fraction
-    of cases with `partial_credit`. Math: `score_math` (1/0) with `answer_format`; a list
-    ground truth, or ``extra_info["alternatives"]`` (what `verl_rows` writes), adds answers any
-    of which is correct. The keyword settings come from
+    of cases with `partial_credit`; `timeout_s`, `memory_mb` (the process tree's cgroup) and
+    `max_file_bytes` (the largest file the program may write) as in `make_code_reward`.
+    Math: `score_math` (1/0) with `answer_format`; a list ground truth, or
+    ``extra_info["alternatives"]`` (what `verl_rows` writes), adds answers any of which is correct. The keyword settings come from
     ``reward.custom_reward_function.reward_kwargs`` (e.g.
     ``+reward.custom_reward_function.reward_kwargs.partial_credit=true``); other keywords verl
     passes (``reward_router_address``, ...) are ignored.
@@ -397,7 +406,7 @@ def compute_score(
             raise ValueError(f"compute_score: {where}: reward_model.ground_truth is not a readable code test spec: "
                              f"{error}") from None
         result = score_code([solution_str], [spec], partial_credit=partial_credit, timeout_s=timeout_s,
-                            memory_mb=memory_mb, workers=1, isolation=isolation)[0]  # fmt: skip
+                            memory_mb=memory_mb, workers=1, isolation=isolation, max_file_bytes=max_file_bytes)[0]  # fmt: skip
         return float(result.score)
     golds = _golds(ground_truth)
     alternatives = _plain(extra_info.get("alternatives")) if isinstance(extra_info, dict) else None

@@ -49,3 +49,16 @@ def test_an_eval_size_that_holds_out_every_row_says_why_and_what_to_set(tmp_path
 def test_an_unknown_dataset_name_is_a_config_error_naming_both_options():
     with pytest.raises(ConfigError, match="neither a built-in dataset .* nor a data file"):
         build_task(TaskConfig(kind="dataset", dataset="mine"))
+
+
+def test_golds_that_fail_against_themselves_are_warned_about_when_training_loads_the_file(tmp_path, capsys):
+    build_task(TaskConfig(kind="dataset", dataset=str(_rows(tmp_path / "clean.jsonl", 20)), eval_size=4))
+    assert "warning" not in capsys.readouterr().err
+    path = _rows(tmp_path / "cut.jsonl", 16)
+    with path.open("a") as fh:  # four golds cut off mid-LaTeX, as a broken export leaves them: no answer can earn their reward
+        fh.writelines(json.dumps({"question": f"Half of {i}?", "answer": f"\\frac{{{i}}}{{"}) + "\n" for i in range(4))
+    task = build_task(TaskConfig(kind="dataset", dataset=str(path), eval_size=4))
+    err = capsys.readouterr().err
+    assert "warning: task.dataset cut: 4 of 20 golds (20.0%) score 0 against themselves" in err
+    assert "gold '\\\\frac{0}{'" in err and "format boxed" in err and "clean the golds" in err
+    assert len(task._train) == 16  # a warning, not a refusal: the run still trains on the file

@@ -102,6 +102,29 @@ def test_a_bad_code_file_is_named_with_its_line_and_field(tmp_path):
     assert len(task.eval_records()) + len(task._train) == 11
 
 
+@needs_sandbox
+def test_task_code_max_file_bytes_reaches_the_sandbox_in_training_and_eval_scoring(tmp_path):
+    data = tmp_path / "write.jsonl"
+    spec = {"style": "function", "function": "write", "calls": [[[2 << 20], 2 << 20]]}  # a 2 MiB scratch file
+    data.write_text("".join(json.dumps({"id": f"w{i}", "prompt": "def write(n):\n", "tests": spec}) + "\n" for i in range(6)))
+    program = "    import os\n    open('/tmp/scratch', 'wb').write(b'x' * n)\n    return os.path.getsize('/tmp/scratch')\n"
+    scores = {}
+    for limit in (4 << 20, 1 << 20):
+        task = build_task(load_config(None, code_settings(data, tmp_path / "run", f"task.code.max_file_bytes={limit}")).task)
+        record = task.eval_records()[0]
+        scores[limit] = (task.score([program], [record]), task.verdicts([program], [record])[0].correct)
+    assert scores == {4 << 20: ([1.0], True), 1 << 20: ([0.0], False)}  # past the limit the write fails (EFBIG)
+
+
+def test_task_code_max_file_bytes_defaults_to_the_sandboxs_default_and_is_validated():
+    from delta_rlvr.train.config import CodeTaskConfig
+    from delta_rlvr.verifiers.code_runner import DEFAULT_MAX_FILE_BYTES
+
+    assert CodeTaskConfig().max_file_bytes == DEFAULT_MAX_FILE_BYTES == 64 << 20
+    with pytest.raises(ConfigError, match="task.code.max_file_bytes"):
+        load_config(None, ["task.kind=code", "task.code.max_file_bytes=0"])
+
+
 def test_code_settings_are_validated_by_name(tmp_path):
     with pytest.raises(ConfigError, match="task.code.timeout_s"):
         load_config(None, ["task.kind=code", "task.code.timeout_s=0"])

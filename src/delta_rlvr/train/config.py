@@ -70,7 +70,9 @@ class CodeTaskConfig:
     timeout_s: float = 5.0
     """Wall-clock limit per sandboxed process (per case for stdio tests)."""
     memory_mb: int = 1024
-    """Memory limit of each solution's process tree."""
+    """Memory limit of each solution's process tree (its cgroup; RLIMIT_AS per process where no cgroup can be made)."""
+    max_file_bytes: int = 64 << 20
+    """Largest file a solution may write, its stdout included (RLIMIT_FSIZE); a write past it fails. Default 64 MiB."""
     workers: int = 0
     """Sandboxes run at once; 0 = one per CPU core."""
     isolation: Literal["bwrap", "none"] = "bwrap"
@@ -79,6 +81,7 @@ class CodeTaskConfig:
     def __post_init__(self) -> None:
         _check(self.timeout_s > 0, "task.code.timeout_s", self.timeout_s, "use a positive number of seconds")
         _check(self.memory_mb >= 64, "task.code.memory_mb", self.memory_mb, "use >= 64 (a Python interpreter needs it)")
+        _check(self.max_file_bytes >= 1, "task.code.max_file_bytes", self.max_file_bytes, "use a positive number of bytes")
         _check(self.workers >= 0, "task.code.workers", self.workers, "use 0 (one per core) or a positive count")
 
 

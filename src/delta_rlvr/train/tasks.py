@@ -23,6 +23,7 @@ from delta_rlvr.data import (
     TemplateOptions,
     arithmetic_problem,
     arithmetic_verdicts,
+    check_golds_score_themselves,
     field_map,
     load_code_file,
     load_file,
@@ -159,6 +160,14 @@ def _report_skipped(summary) -> None:
               f"line {first.line}: {first.message})", file=sys.stderr)
 
 
+def _warn_if_golds_fail(records: list[PromptRecord], answer_format: str, name: str) -> None:
+    """One stderr warning when too many golds score 0 against themselves (the check eval runs on a
+    file): a run would otherwise train on rewards no answer can earn."""
+    _, warning = check_golds_score_themselves(records, answer_format, name=name)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def _hold_out(train: list[PromptRecord], cfg: TaskConfig) -> tuple[list[PromptRecord], list[PromptRecord]]:
     """(training, held-out) when no task.eval_dataset is given: the first eval_size problems are
     held out, and a file that would leave nothing to train on is refused with the numbers."""
@@ -187,6 +196,7 @@ class MathDatasetTask(_ListTask):
             default_format = "choice"
         self.answer_hint = cfg.answer_format or default_format
         name = cfg.dataset if spec is not None else Path(cfg.dataset).stem
+        _warn_if_golds_fail(train + evals, self.answer_hint, f"task.dataset {name}")
         super().__init__(f"dataset-{name}", train, evals, cfg.seed)
 
     def score(self, completions: list[str], records: list[PromptRecord]) -> list[float]:
@@ -243,13 +253,14 @@ class CodeTask(_ListTask):
         code = self.settings
         results = score_code(completions, [r.gold for r in records], partial_credit=code.partial_credit,
                              timeout_s=code.timeout_s, memory_mb=code.memory_mb, workers=code.workers or None,
-                             isolation=code.isolation)
+                             isolation=code.isolation, max_file_bytes=code.max_file_bytes)
         return [r.score for r in results]
 
     def verdicts(self, completions: list[str], records: list[PromptRecord]) -> list[Verdict]:
         code = self.settings
         return code_verdicts(partial_credit=code.partial_credit, timeout_s=code.timeout_s, memory_mb=code.memory_mb,
-                             workers=code.workers or None, isolation=code.isolation)(completions, records)
+                             workers=code.workers or None, isolation=code.isolation,
+                             max_file_bytes=code.max_file_bytes)(completions, records)
 
 
 TASKS = {"arithmetic": ArithmeticTask, "reasoning_gym": GymTask, "dataset": MathDatasetTask, "code": CodeTask}

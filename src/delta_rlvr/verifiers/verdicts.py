@@ -15,6 +15,7 @@ from typing import Any
 
 from delta_rlvr.errors import ConfigError, SandboxUnavailable
 from delta_rlvr.verifiers.code_reward import build_program, parse_code_spec, score_code
+from delta_rlvr.verifiers.code_runner import DEFAULT_MAX_FILE_BYTES
 from delta_rlvr.verifiers.math_reward import score_math
 
 PromptRecord = Any
@@ -73,6 +74,7 @@ def code_verdicts(
     memory_mb: int = 1024,
     workers: int | None = None,
     isolation: str = "bwrap",
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> Scorer:
     """score_code (each response's program on its problem's tests, sandboxes in parallel) as
     verdicts: correct when every case passes; reason = the sandbox's status ("correct" for
@@ -85,7 +87,8 @@ def code_verdicts(
         specs = [parse_code_spec(r.gold) for r in records]
         try:
             results = score_code(responses, specs, partial_credit=partial_credit, timeout_s=timeout_s,
-                                 memory_mb=memory_mb, workers=workers, isolation=isolation)
+                                 memory_mb=memory_mb, workers=workers, isolation=isolation,
+                                 max_file_bytes=max_file_bytes)
         except SandboxUnavailable as err:
             raise ConfigError(f"code benchmarks run the model's programs in the sandbox: {err}") from None
         out = []
