@@ -109,7 +109,7 @@ def rank_state_file(rank: int) -> str:
     return f"delta_state_rank{rank}.pt"
 
 #: vocabulary columns per tile of TRL's fused-head kernel when log-probs are recomputed from
-#: generation's rows (TRL's loss uses the same); a smaller vocabulary is one tile of its own width
+#: generation's rows (TRL's loss uses the same); on CPU a smaller vocabulary is one tile of its own width
 HEAD_CHUNK = 32768
 
 logger = logging.getLogger(__name__)
@@ -631,9 +631,11 @@ class DeltaGRPOTrainer(GRPOTrainer):
         autocast = self.accelerator.autocast()
         if self.args.cast_lm_head_to_fp32:
             hidden, autocast = hidden.float(), torch.autocast(hidden.device.type, enabled=False)
-        # A vocabulary within one tile is one tile either way (the same columns, the same products): a
-        # tile as wide as the vocabulary, not HEAD_CHUNK columns, spares the kernel a (n, HEAD_CHUNK) buffer.
-        chunk = min(HEAD_CHUNK, weight.shape[0])
+        # On CPU a vocabulary within one tile is one tile either way (the same columns, the same
+        # products; checked bit-identical): a tile as wide as the vocabulary spares the kernel a fresh
+        # (n, HEAD_CHUNK) buffer per call, whose pages the CPU allocator faults in each time. On GPUs
+        # (a caching allocator) the tiling stays TRL's own.
+        chunk = min(HEAD_CHUNK, weight.shape[0]) if weight.device.type == "cpu" else HEAD_CHUNK
         with autocast:
             out = ChunkedLogProbFunction.apply(hidden.to(weight.device), weight, bias, ids.to(weight.device),
                                                self.temperature, chunk, softcap, 1.0, ("log_probs",))
