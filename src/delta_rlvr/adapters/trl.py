@@ -108,7 +108,8 @@ def rank_state_file(rank: int) -> str:
     """The name of process ``rank``'s DelTA state file in a checkpoint folder."""
     return f"delta_state_rank{rank}.pt"
 
-#: tokens per tile of TRL's fused-head kernel when log-probs are recomputed from generation's rows
+#: vocabulary columns per tile of TRL's fused-head kernel when log-probs are recomputed from
+#: generation's rows (TRL's loss uses the same); on CPU a smaller vocabulary is one tile of its own width
 HEAD_CHUNK = 32768
 
 logger = logging.getLogger(__name__)
@@ -352,6 +353,9 @@ class DeltaGRPOTrainer(GRPOTrainer):
         self._delta_cap_bytes: int | None = None if cap is None else int(cap * MIB)
         self._delta_capture: _Capture | None = None
         self._delta_warned: set[str] = set()  # reasons already warned about (one warning each per run)
+        # (wrapped model, unwrapped model) and (config, text config): looked up once per object, not per call
+        self._delta_unwrapped: tuple[Any, torch.nn.Module] | None = None
+        self._delta_text: tuple[Any, Any] | None = None
         #: what the last DelTA pass did: "captured" (hidden states from TRL's own forward),
         #: "streamed", forwards run by the adapter, and the packed bytes held at the peak
         self.delta_pass_info: dict[str, Any] = {}
@@ -406,7 +410,7 @@ class DeltaGRPOTrainer(GRPOTrainer):
             return "tool calls add tokens that generation did not produce"
         if getattr(self, "_is_vlm", False):
             return "vision-language models are not supported by the generation capture"
-        config = self.accelerator.unwrap_model(self.model).config.get_text_config()
+        config = self._delta_text_config()
         for name in ("logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling"):
             if getattr(config, name, None) is not None:
                 return f"the model scales its logits ({name}={getattr(config, name)!r})"
@@ -623,14 +627,18 @@ class DeltaGRPOTrainer(GRPOTrainer):
         from trl.kernels import ChunkedLogProbFunction
 
         weight, bias = head
-        config = self.accelerator.unwrap_model(self.model).config.get_text_config()
-        softcap = getattr(config, "final_logit_softcapping", None)
+        softcap = getattr(self._delta_text_config(), "final_logit_softcapping", None)
         autocast = self.accelerator.autocast()
         if self.args.cast_lm_head_to_fp32:
             hidden, autocast = hidden.float(), torch.autocast(hidden.device.type, enabled=False)
+        # On CPU a vocabulary within one tile is one tile either way (the same columns, the same
+        # products; checked bit-identical): a tile as wide as the vocabulary spares the kernel a fresh
+        # (n, HEAD_CHUNK) buffer per call, whose pages the CPU allocator faults in each time. On GPUs
+        # (a caching allocator) the tiling stays TRL's own.
+        chunk = min(HEAD_CHUNK, weight.shape[0]) if weight.device.type == "cpu" else HEAD_CHUNK
         with autocast:
             out = ChunkedLogProbFunction.apply(hidden.to(weight.device), weight, bias, ids.to(weight.device),
-                                               self.temperature, HEAD_CHUNK, softcap, 1.0, ("log_probs",))
+                                               self.temperature, chunk, softcap, 1.0, ("log_probs",))
         return out[0].float().to(hidden.device)
 
     def _delta_signed_vectors(self, hidden: Tensor, logp: Tensor, ids: Tensor, adv: Tensor, head) -> Tensor:
@@ -755,9 +763,27 @@ class DeltaGRPOTrainer(GRPOTrainer):
             )
         return captured[0], out.log_probs[:, -keep:][mask].float()
 
+    def _delta_model(self) -> torch.nn.Module:
+        """``accelerator.unwrap_model(self.model)``, looked up again only when ``self.model`` is
+        another object (the trainer wraps it once; unwrapping walks the wrappers on every call)."""
+        wrapped = self.model
+        cached = getattr(self, "_delta_unwrapped", None)
+        if cached is None or cached[0] is not wrapped:
+            cached = self._delta_unwrapped = (wrapped, self.accelerator.unwrap_model(wrapped))
+        return cached[1]
+
+    def _delta_text_config(self) -> Any:
+        """The unwrapped model's text config (``config.get_text_config()``), looked up again only
+        when the model's config is another object. Its values are read where they are used."""
+        config = self._delta_model().config
+        cached = getattr(self, "_delta_text", None)
+        if cached is None or cached[0] is not config:
+            cached = self._delta_text = (config, config.get_text_config())
+        return cached[1]
+
     def _delta_backbone(self) -> torch.nn.Module:
         """The decoder stack TRL's fused forward calls (``base_model`` of the causal LM)."""
-        model = self.accelerator.unwrap_model(self.model)
+        model = self._delta_model()
         if hasattr(model, "get_base_model"):  # PEFT wrapper
             model = model.get_base_model()
         backbone = getattr(model, "base_model", None)
@@ -771,10 +797,10 @@ class DeltaGRPOTrainer(GRPOTrainer):
     def _delta_full_head(self) -> tuple[Tensor, Tensor | None]:
         """The whole LM head (weight, bias) on every process, for topk_hidden and lm_head;
         refused on every process alike when some process cannot get it whole."""
-        model = self.accelerator.unwrap_model(self.model)
+        model = self._delta_model()
         head = model.get_output_embeddings()
         weight, bias = (None, None) if head is None else gathered_head(head, self._dist, self.model_wrapped)
-        hidden_size = model.config.get_text_config().hidden_size
+        hidden_size = self._delta_text_config().hidden_size
         bad = weight is None or weight.dim() != 2 or weight.shape[1] != hidden_size or weight.numel() == 0
         if self.accelerator.num_processes > 1:
             flag = torch.tensor([1.0 if bad else 0.0], device=self.accelerator.device)
