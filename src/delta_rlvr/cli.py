@@ -66,7 +66,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config, changes = train_config(args)
     folder = Path(config.run.output_dir)
-    check_output_folder(folder, "--output-dir" if args.output_dir else "run.output_dir")
+    if not args.output_dir:  # main() has checked --output-dir; the config's own folder here
+        check_output_folder(folder, "run.output_dir")
     prepare_folder(folder, resume=args.resume, overwrite=args.overwrite)
     with run_lock(folder):
         if args.resume:

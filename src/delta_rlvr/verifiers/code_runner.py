@@ -395,25 +395,14 @@ def _plain_env(box: Path) -> dict[str, str]:
 def _collect(process: subprocess.Popen, status_fd: int, deadline: float, limit: int) -> tuple[bytes, bool]:
     """Read the status pipe until every writer is gone, the deadline passes or `limit` bytes
     came; then wait for the process. Returns (status bytes, timed out)."""
-    chunks: list[bytes] = []
-    size = 0
-    while size < limit:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return b"".join(chunks), True
-        ready, _, _ = select.select([status_fd], [], [], left)
-        if not ready:
-            continue
-        chunk = os.read(status_fd, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
+    status, timed_out = _read_until_eof(status_fd, deadline, limit)
+    if timed_out:
+        return status, True
     try:
         process.wait(timeout=max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
-        return b"".join(chunks), True
-    return b"".join(chunks), False
+        return status, True
+    return status, False
 
 
 def _parse_status(text: str, nonce: str) -> tuple[str | None, dict[int, tuple[str, str]]]:
