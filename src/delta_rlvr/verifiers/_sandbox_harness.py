@@ -30,27 +30,6 @@ import sys
 traceback = None  # imported by _main before the solution runs (it may exhaust memory or break imports); not in serve mode
 
 
-def _limit(kind, value):
-    try:
-        resource.setrlimit(kind, (value, value))
-    except (ValueError, OSError):
-        pass
-
-
-def _drop_root(uid):
-    """Become `uid` with no groups; setresuid from root to non-root clears every capability."""
-    os.setgroups([])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)
-    with open("/proc/self/status", encoding="ascii") as handle:
-        status = dict(line.split(":", 1) for line in handle.read().splitlines() if ":" in line)
-    for key in ("CapPrm", "CapEff", "CapAmb"):
-        if int(status[key], 16) != 0:
-            raise SystemExit(f"sandbox: capabilities left after dropping root: {key} {status[key].strip()}")
-    if os.getuid() != uid or os.geteuid() != uid or os.getgroups():
-        raise SystemExit("sandbox: could not drop root")
-
-
 def _install_audit_hook(box):
     """isolation='none' only: refuse sockets, subprocesses and writes outside `box` (ctypes can
     bypass all of this; it stops accidents, not an attacker)."""

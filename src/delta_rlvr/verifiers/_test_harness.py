@@ -1,6 +1,6 @@
 """Runs inside the test sandbox: the trusted side of assert-style tests.
 
-The parent (`assert_process.py`) starts this file's source (after `_value_codec.py`'s) with
+The parent (`assert_process.py`) starts this file's source (after `_value_codec.py`'s and `_harness_common.py`'s) with
 `python -I -B -c` in its own bubblewrap sandbox, with a unix socket as the only way in. The
 process drops root (root mode) to a uid of its own, then serves jobs one at a time: a job is
 the problem's trusted code (its prefix and its test code, the names the tests call) and three
@@ -38,21 +38,6 @@ class _ProgramBroke(BaseException):
 
 class _ProgramRaised(Exception):
     """The program's function raised an exception that is not a builtin one."""
-
-
-def _limit(kind, value):
-    try:
-        resource.setrlimit(kind, (value, value))
-    except (ValueError, OSError):
-        pass
-
-
-def _drop_root(uid):
-    os.setgroups([])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)
-    if os.getuid() != uid or os.geteuid() != uid or os.getgroups():
-        raise SystemExit("test sandbox: could not drop root")
 
 
 class _Calls:

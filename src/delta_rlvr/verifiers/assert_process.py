@@ -38,14 +38,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from delta_rlvr.verifiers.sandbox import SandboxPlan, bwrap_command, create_run_cgroup, interpreter, seccomp_memfd
+from delta_rlvr.verifiers.sandbox import SandboxPlan, bwrap_command, create_run_cgroup, harness_source, interpreter, seccomp_memfd
 
 TEST_UID = 65533
 """Root mode: the host uid test processes run as (the solutions run as 65534)."""
 _HERE = Path(__file__).parent
-_TEST_HARNESS_SOURCE = (_HERE / "_value_codec.py").read_text(encoding="utf-8") + "\n" + (
-    _HERE / "_test_harness.py"
-).read_text(encoding="utf-8")
+_TEST_HARNESS_SOURCE = harness_source("_test_harness.py")
 _TEST_PIDS = 16  # the worker, one job child at a time, threads the tests may start
 _START_TIMEOUT_S = 30.0
 

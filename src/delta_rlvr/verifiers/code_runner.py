@@ -51,6 +51,7 @@ from delta_rlvr.verifiers.sandbox import (
     SandboxPlan,
     bwrap_command,
     create_run_cgroup,
+    harness_source,
     install_hint,
     interpreter,
     sandbox_plan,
@@ -71,9 +72,7 @@ __all__ = [
 ]
 
 _HERE = Path(__file__).parent
-_HARNESS_SOURCE = (_HERE / "_value_codec.py").read_text(encoding="utf-8") + "\n" + (
-    _HERE / "_sandbox_harness.py"
-).read_text(encoding="utf-8")
+_HARNESS_SOURCE = harness_source("_sandbox_harness.py")
 FLOAT_TOLERANCE = 1e-9  # relative and absolute, for floats inside function-style results
 DEFAULT_MAX_FILE_BYTES = 64 << 20
 """RLIMIT_FSIZE of sandboxed programs: 64 MiB per file (stdout included; /tmp is also capped

@@ -527,3 +527,10 @@ def create_run_cgroup(plan: SandboxPlan, memory_bytes: int, max_pids: int) -> Ru
     if plan.cgroups is None:
         return None
     return _create_in(plan.cgroups, memory_bytes, max_pids)
+
+
+def harness_source(harness: str) -> str:
+    """The script a sandboxed harness runs with `python -c`: the value codec, the limits and the
+    drop from root shared by both harnesses (`_harness_common.py`), then `harness` itself."""
+    here = Path(__file__).parent
+    return "\n".join((here / name).read_text(encoding="utf-8") for name in ("_value_codec.py", "_harness_common.py", harness))
