@@ -8,7 +8,10 @@ generation, transformers generation, so TRL runs no old-log-prob forward): each 
 whole step, `_generate_and_score_completions` (generation with the same seed, so the same
 tokens; the rewards; for DeltaGRPOTrainer the capture of the hidden states from generation and
 the DelTA pass) then the learning below, alternately (stock, delta, then delta, stock, ...) from
-the same starting weights. Reported: the median step per variant, their ratio, and the
+the same starting weights. Reported: the median step per variant and their ratio, in wall time
+and in this process's CPU time (less moved by other jobs on a shared machine), each with a 95%
+bootstrap interval over the measurement pairs (single steps vary by +-20% on a shared 2-core
+machine: use --repeats 40 or more to resolve a few percent), and the
 ``delta/forwards`` of the DelTA passes (0: no forward of DelTA's own).
 
 Without --full-step:
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import tempfile
 import time
@@ -181,6 +185,19 @@ def main() -> None:
             json.dump(result, f, indent=1)
 
 
+def bootstrap_ratio_ci(delta: list[float], stock: list[float], draws: int = 2000) -> list[float]:
+    """95% bootstrap interval of median(delta) / median(stock), resampling the measurement pairs
+    (each pair ran back to back, so slow spells of a shared machine stay paired)."""
+    rng = random.Random(0)
+    n = len(delta)
+    ratios = []
+    for _ in range(draws):
+        idx = [rng.randrange(n) for _ in range(n)]
+        ratios.append(statistics.median(delta[i] for i in idx) / statistics.median(stock[i] for i in idx))
+    ratios.sort()
+    return [ratios[int(0.025 * draws)], ratios[int(0.975 * draws) - 1]]
+
+
 def run_full_steps(args, stock, delta, model, start, device) -> None:
     from delta_rlvr.adapters.trl import DeltaGRPOConfig, DeltaGRPOTrainer
 
@@ -197,6 +214,7 @@ def run_full_steps(args, stock, delta, model, start, device) -> None:
     loader = iter(stock.get_train_dataloader())
     prompts = [next(loader) for _ in range(args.batches)]  # the same prompts for every variant
     times = {name: [] for name in trainers}
+    cpu = {name: [] for name in trainers}  # this process's CPU time: less moved by other jobs on a shared machine
     forwards, tokens = [], []
     for rep in range(args.repeats + 1):
         order = list(trainers) if rep % 2 == 0 else list(reversed(trainers))
@@ -207,18 +225,20 @@ def run_full_steps(args, stock, delta, model, start, device) -> None:
                 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 batch = full_step(trainer, inputs, optimizer, seed=1000 * rep + i)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 if rep > 0:
                     times[name].append(time.perf_counter() - t0)
+                    cpu[name].append(time.process_time() - c0)
                 if name == "delta":
                     info = delta.delta_pass_info
                     forwards.append(info["forwards"] / max(info["micro_batches"], 1))
                     tokens.append(int(batch["completion_mask"].sum()))
                 del optimizer
     med = {k: statistics.median(v) for k, v in times.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     result = {
         "mode": "full step, aligned (transformers generation, no old-log-prob forward in TRL)",
         "hidden": args.hidden, "layers": args.layers, "completion_length": args.completion_length,
@@ -226,6 +246,9 @@ def run_full_steps(args, stock, delta, model, start, device) -> None:
         "device": args.device, "bf16": args.bf16, "threads": args.threads, "median_step_s": med,
         "step_ratio_delta_over_stock": med["delta"] / med["stock"],
         "step_ratio_delta_forward_over_stock": med["delta_forward"] / med["stock"] if "delta_forward" in med else None,
+        "median_step_cpu_s": med_cpu, "cpu_ratio_delta_over_stock": med_cpu["delta"] / med_cpu["stock"],
+        "step_ratio_95ci": bootstrap_ratio_ci(times["delta"], times["stock"]),
+        "cpu_ratio_95ci": bootstrap_ratio_ci(cpu["delta"], cpu["stock"]),
         "per_measurement_ratios": [d / s for d, s in zip(times["delta"], times["stock"])],
         "delta_forwards_per_micro_batch": sorted(set(forwards)), "measurements_per_variant": len(times["stock"]),
     }

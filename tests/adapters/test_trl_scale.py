@@ -129,6 +129,31 @@ def test_generations_hidden_states_give_the_coefficients_of_the_scoring_forward(
     assert (rec["coef"][signed] - 1).abs().max() > 4 * tol  # the coefficients are not all 1
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("case", ["plain", "bias", "softcap", "temperature", "autocast"])
+def test_the_direct_head_gives_the_log_probs_of_trls_fused_kernel(case, dtype):
+    # Micro-batches of at most HEAD_DIRECT_ELEMENTS logits skip TRL's tiled kernel: one product
+    # and a log-softmax with TRL's transform, the same values to float32 rounding.
+    from trl.kernels import ChunkedLogProbFunction
+
+    from delta_rlvr.adapters.trl import direct_head_logps
+
+    g = torch.Generator().manual_seed(3)
+    n, h, v = 97, 48, 301
+    hidden = (torch.randn(n, h, generator=g) * 2).to(dtype)
+    weight = (torch.randn(v, h, generator=g) * 0.2).to(dtype)
+    bias = (torch.randn(v, generator=g) * 0.5).to(dtype) if case == "bias" else None
+    ids = torch.randint(0, v, (n,), generator=g)
+    softcap = 3.0 if case == "softcap" else None
+    temperature = 0.7 if case == "temperature" else 1.0
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=case == "autocast")
+    with autocast:
+        want = ChunkedLogProbFunction.apply(hidden, weight, bias, ids, temperature, 128, softcap, 1.0, ("log_probs",))[0]
+        got = direct_head_logps(hidden, weight, bias, ids, temperature, softcap)
+    assert got.dtype == torch.float32 and got.shape == (n,)
+    assert (got - want.float()).abs().max() <= 2e-6 * max(1.0, float(want.abs().max()))
+
+
 # ------------------------------------------------------------------------------------------
 # Audit item 1: packed memory, the cap with streaming, offload.
 

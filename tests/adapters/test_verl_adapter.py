@@ -448,7 +448,7 @@ def test_every_tier_gives_the_float64_coefficients_and_only_full_tiers_stream(ch
 
     reads = []
     feed = PackedProxyCache._feed
-    monkeypatch.setattr(PackedProxyCache, "_feed", lambda self, stream: (reads.append(1), feed(self, stream))[1])
+    monkeypatch.setattr(PackedProxyCache, "_feed", lambda self, stream, *ready: (reads.append(1), feed(self, stream, *ready))[1])
     model = build_tiny_model(char_tokenizer, tiny_config)
     proto = batch(char_tokenizer, holes=True)
     want, _, mask = reference_from_model(model, proto)

@@ -9,7 +9,7 @@ from reference_delta import reference_coefficients
 
 from delta_rlvr.core import DeltaConfig, DeltaStream, delta_coefficients, row_proxy
 from delta_rlvr.core.packed import CacheTier, PackedProxyCache
-from delta_rlvr.core.precision import full_precision
+from delta_rlvr.core.precision import full_precision, in_full_precision
 
 TOL = 2e-6  # as tests/core/test_streaming.py: float64 accumulators, float32 rounding
 
@@ -66,6 +66,37 @@ def test_cached_passes_give_the_padded_one_shot_coefficients(name, dtype):
     for field in ("coef_mean", "coef_std", "normaliser", "valid_tokens", "zero_adv_tokens", "side_tokens"):
         torch.testing.assert_close(getattr(result.stats, field).double(), getattr(want.stats, field).double(),
                                    atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 7], ids=["one_feed_chunk", "feed_chunks_of_7_rows"])
+def test_the_cached_coefficients_do_not_depend_on_how_the_rows_were_added(chunk_rows, monkeypatch):
+    # The passes feed the rows in chunks of up to CHUNK_ELEMENTS floats filled across the added
+    # chunks' boundaries, so micro-batch sizes change nothing, bit for bit; with 7-row feed chunks
+    # (H = 8) they span those boundaries and split added chunks.
+    import delta_rlvr.core.packed as packed
+
+    if chunk_rows is not None:
+        monkeypatch.setattr(packed, "CHUNK_ELEMENTS", chunk_rows * 8)
+    gathers = []
+    gather = PackedProxyCache._gather
+    monkeypatch.setattr(PackedProxyCache, "_gather", lambda self, *a: (gathers.append(a[1]), gather(self, *a))[1])
+    hidden, logp, adv, mask = rollout(9)
+    signed = int((mask & (adv != 0)[:, None]).sum())
+    results = {}
+    for rows_per_chunk in (1, 3, 5, 16):
+        cache = PackedProxyCache()
+        fill(cache, hidden, logp, adv, mask, rows_per_chunk=rows_per_chunk)
+        gathers.clear()
+        result = cache.run(DeltaStream(DeltaConfig()))
+        results[rows_per_chunk] = scatter(PackedProxyCache.coefficients(result), result.zero_advantage_coef, adv, mask)
+        if chunk_rows is None:  # gathered once for all 4 passes
+            assert gathers == [signed]
+        else:  # re-gathered in every pass, 7 rows at a time
+            assert gathers == ([7] * (signed // 7) + [signed % 7] * (signed % 7 > 0)) * 4
+    for got in results.values():
+        assert torch.equal(got, results[16])
+    want = reference_coefficients(row_proxy(hidden, logp, mask), adv, mask).float()
+    assert float((results[16] - want)[mask].abs().max()) < 1e-5
 
 
 def test_the_cache_holds_signed_tokens_only_in_the_models_dtype():
@@ -146,6 +177,16 @@ def test_full_precision_switches_autocast_and_reduced_matmul_precision_off_and_r
                 assert (a @ a).dtype == torch.float32
             assert torch.is_autocast_enabled("cpu")
         assert [m.fp32_precision for m in matmul] == ["bf16", "tf32"]
+        # Inside full_precision an inner entry finds nothing to switch; an autocast opened in
+        # between is still switched off, and stays on outside.
+        calls = []
+        inner = in_full_precision(lambda: calls.append((torch.is_autocast_enabled("cpu"), [m.fp32_precision for m in matmul])))
+        with full_precision():
+            inner()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                inner()
+                assert torch.is_autocast_enabled("cpu")
+        assert calls == [(False, ["ieee", "ieee"])] * 2
     finally:
         for m, value in zip(matmul, before):
             m.fp32_precision = value

@@ -111,6 +111,10 @@ def rank_state_file(rank: int) -> str:
 #: vocabulary columns per tile of TRL's fused-head kernel when log-probs are recomputed from
 #: generation's rows (TRL's loss uses the same); on CPU a smaller vocabulary is one tile of its own width
 HEAD_CHUNK = 32768
+#: a micro-batch whose logits (n x V) hold at most this many values gets them from one product and
+#: a log-softmax (TRL's transform, the same values to float32 rounding; tests/adapters/test_trl_scale.py)
+#: instead of TRL's vocabulary-tiled kernel, whose per-tile bookkeeping dominates at that size
+HEAD_DIRECT_ELEMENTS = 1 << 22
 
 logger = logging.getLogger(__name__)
 
@@ -253,6 +257,24 @@ def gathered_head(head: torch.nn.Module, dist: Any = None, wrapped: torch.nn.Mod
         with maybe_gather_lm_head_ctx(weight, bias):
             return weight.detach().clone(), None if bias is None else bias.detach().clone()
     return weight.detach(), None if bias is None else bias.detach()
+
+
+def direct_head_logps(hidden: Tensor, weight: Tensor, bias: Tensor | None, ids: Tensor, temperature: float,
+                      softcap: float | None = None) -> Tensor:
+    """(n,) float32 log p(ids) from rows hidden (n, H) and the head weight (V, H) (bias (V,)):
+    what TRL's ``ChunkedLogProbFunction`` computes (the product in the autocast dtype, or the
+    rows' dtype without autocast; soft-capping, then 1 / temperature, in float32), with the
+    whole (n, V) logits at once."""
+    device = hidden.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+    z = torch.mm(hidden.to(dtype), weight.to(dtype).t())
+    if bias is not None:
+        z = z + bias.to(dtype)
+    z = z.float()
+    if softcap is not None:
+        z = softcap * torch.tanh(z / softcap)
+    z = z * (1 / temperature)
+    return z.gather(1, ids.unsqueeze(1)).squeeze(1) - torch.logsumexp(z, 1)
 
 
 class _Capture:
@@ -430,19 +452,22 @@ class DeltaGRPOTrainer(GRPOTrainer):
 
         def grab(module: torch.nn.Module, hook_args: Any, output: Any) -> None:
             hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
-            last = hidden[:, -1].detach()  # the hidden state that samples the next token
+            if hidden.shape[1] != 1:  # the prefill: only its last position samples a token
+                hidden = hidden[:, -1:]
+            if hidden.requires_grad:
+                hidden = hidden.detach()
             if not steps:
-                steps.extend([] for _ in range(0, last.shape[0], step))
-            held[0] += last.numel() * last.element_size()
-            row_bytes[0] = last.shape[1] * last.element_size()
+                steps.extend([] for _ in range(0, hidden.shape[0], step))
+            row_bytes[0] = hidden.shape[2] * hidden.element_size()
+            held[0] += hidden.shape[0] * row_bytes[0]
             if capture.cap_bytes is not None and held[0] > capture.cap_bytes:
                 capture.overflowed = True
             if capture.overflowed:
                 steps.clear()
                 steps.append([])  # keeps the list non-empty: nothing more is stored
                 return
-            for i, a in enumerate(range(0, last.shape[0], step)):
-                steps[i].append(last[a:a + step].clone())  # a copy: the prefill's (B, P, H) is freed
+            for i, part in enumerate(hidden.split(step)):  # (b, 1, H): the state that samples each next token
+                steps[i].append(part.clone())  # a copy per micro-batch: not the prefill's (B, P, H); freed once packed
 
         handle = self._delta_backbone().register_forward_hook(grab)
         try:
@@ -465,7 +490,7 @@ class DeltaGRPOTrainer(GRPOTrainer):
             chunk, steps[i] = steps[i], []  # this micro-batch's decoding steps are freed once packed
             lens = torch.tensor(lengths[a:a + step], device=chunk[0].device)
             valid = torch.arange(width, device=lens.device)[None] < lens[:, None]  # (b, T): generated tokens, EOS included
-            rows = torch.stack(chunk[:width], dim=1)[valid]
+            rows = torch.cat(chunk[:width], dim=1)[valid]
             del chunk
             capture.add(a, a + len(lens), rows, valid)
         return completion_ids, logprobs
@@ -622,8 +647,9 @@ class DeltaGRPOTrainer(GRPOTrainer):
             logger.warning(message)
 
     def _delta_head_logps(self, hidden: Tensor, ids: Tensor, head: tuple[Tensor, Tensor | None]) -> Tensor:
-        """(n,) float32 log p(y) of captured rows (n, H) through TRL's fused-head kernel, with
-        the trainer's temperature and soft-capping, under the autocast TRL's forward runs in."""
+        """(n,) float32 log p(y) of captured rows (n, H) through TRL's fused-head kernel (or, for
+        at most HEAD_DIRECT_ELEMENTS logits, `direct_head_logps`), with the trainer's temperature
+        and soft-capping, under the autocast TRL's forward runs in."""
         from trl.kernels import ChunkedLogProbFunction
 
         weight, bias = head
@@ -631,6 +657,11 @@ class DeltaGRPOTrainer(GRPOTrainer):
         autocast = self.accelerator.autocast()
         if self.args.cast_lm_head_to_fp32:
             hidden, autocast = hidden.float(), torch.autocast(hidden.device.type, enabled=False)
+        if hidden.shape[0] * weight.shape[0] <= HEAD_DIRECT_ELEMENTS:
+            with autocast:
+                out = direct_head_logps(hidden.to(weight.device), weight, bias, ids.to(weight.device),
+                                        self.temperature, softcap)
+            return out.to(hidden.device)
         # On CPU a vocabulary within one tile is one tile either way (the same columns, the same
         # products; checked bit-identical): a tile as wide as the vocabulary spares the kernel a fresh
         # (n, HEAD_CHUNK) buffer per call, whose pages the CPU allocator faults in each time. On GPUs

@@ -63,9 +63,7 @@ def side_weighted_sums(v: Tensor, side: Tensor, weight: Tensor) -> Tensor:
     ~1e-5 of the sum's magnitude, and the centroid difference mu+ - mu- is a small difference of
     large, nearly equal vectors (the shared background): that error would reach the margins.
     """
-    w = weight.float()
-    zero = torch.zeros((), dtype=w.dtype, device=w.device)
-    w2 = torch.stack([torch.where(side > 0, w, zero), torch.where(side < 0, w, zero)])
+    w2 = torch.where(side_indicators(side), weight.float(), 0.0)  # (2, n)
     n, h = v.shape
     nb = n // SUM_BLOCK
     head = nb * SUM_BLOCK
@@ -78,11 +76,14 @@ def side_weighted_sums(v: Tensor, side: Tensor, weight: Tensor) -> Tensor:
     return total
 
 
+def side_indicators(side: Tensor) -> Tensor:
+    """(2, n) bool: row on the positive side, row on the negative side, for side (n,)."""
+    return torch.stack([side > 0, side < 0])
+
+
 def side_masses(side: Tensor, weight: Tensor) -> Tensor:
     """(2,) float64: sum of weight over each side, for side (n,) and weight (n,)."""
-    w = weight.double()
-    zero = torch.zeros((), dtype=w.dtype, device=w.device)
-    return torch.stack([torch.where(side > 0, w, zero).sum(), torch.where(side < 0, w, zero).sum()])
+    return torch.where(side_indicators(side), weight.double(), 0.0).sum(1)
 
 
 def centroids(sums: Tensor, masses: Tensor) -> Tensor:
@@ -132,13 +133,9 @@ def margins(v: Tensor, side: Tensor, mu: Tensor, contrast: Contrast) -> Tensor:
 def margin_moments(delta: Tensor, side: Tensor) -> Tensor:
     """(2, 3) float64: per side (count, sum Delta, sum Delta^2) of margins delta (n,), for side
     (n,) - mergeable across chunks and ranks by addition."""
-    d = delta.double()
-    rows = []
-    for s in (1, -1):
-        on = side == s
-        dz = torch.where(on, d, torch.zeros((), dtype=d.dtype, device=d.device))
-        rows.append(torch.stack([on.sum().double(), dz.sum(), dz.square().sum()]))
-    return torch.stack(rows)
+    on = side_indicators(side)
+    dz = torch.where(on, delta.double(), 0.0)  # (2, n)
+    return torch.stack([on.sum(1).double(), dz.sum(1), dz.square().sum(1)], dim=1)
 
 
 def std_from_moments(moments: Tensor) -> Tensor:

@@ -27,13 +27,14 @@ from __future__ import annotations
 import mmap
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from delta_rlvr.core.kernels import CHUNK_ELEMENTS
+from delta_rlvr.core.precision import in_full_precision
 from delta_rlvr.core.streaming import DeltaStream, StreamedDeltaCoefficients
 
 MIB = 1 << 20
@@ -252,25 +253,59 @@ class PackedProxyCache:
     def _load(self, stored: Tensor | tuple) -> Tensor:
         return self._spill.read(*stored) if isinstance(stored, tuple) else stored
 
-    def _feed(self, stream: DeltaStream) -> None:
-        """One pass: every cached chunk into the stream, in order, CHUNK_ELEMENTS at a time."""
+    def _feed_chunks(self) -> Iterator[tuple[Tensor, Tensor, int]]:
+        """The cached rows as the stream's chunks, in order: (v (m, H) float32 = (1 - p) h on
+        the device the rows were computed on, advantages (m,), zero-advantage tokens). Each is
+        filled across the added chunks' boundaries up to CHUNK_ELEMENTS floats, so a pass costs
+        as few stream updates as the rows allow and its sums do not depend on how the rows were
+        added (micro-batch sizes, tiers)."""
+        if not self._chunks:
+            return
+        h = self._load(self._chunks[0].hidden).shape[1]
+        step = max(1, CHUNK_ELEMENTS // max(h, 1))
+        zero = sum(c.zero_advantage_tokens for c in self._chunks)  # only counted: they go with the first chunk
+        group: list[tuple[_Chunk, int, int]] = []  # (chunk, start, stop) slices of one feed chunk
+        rows = 0
         for chunk in self._chunks:
-            hidden, scale_all, adv_all = (self._load(t) for t in (chunk.hidden, chunk.scale, chunk.advantages))
-            n, h = hidden.shape
-            step = max(1, CHUNK_ELEMENTS // max(h, 1))
-            if n == 0:
-                stream.update_tokens(torch.zeros(0, h, dtype=torch.float32, device=chunk.device),
-                                     adv_all.to(chunk.device),
-                                     zero_advantage_tokens=chunk.zero_advantage_tokens)
-                continue
-            for start in range(0, n, step):
-                stop = min(start + step, n)
-                rows = hidden[start:stop].to(chunk.device, non_blocking=True).float()
-                scale = scale_all[start:stop].to(chunk.device, non_blocking=True)
-                adv = adv_all[start:stop].to(chunk.device, non_blocking=True)
-                zero = chunk.zero_advantage_tokens if start == 0 else 0
-                stream.update_tokens(rows * scale.unsqueeze(1), adv, zero_advantage_tokens=zero)
+            n = self._load(chunk.scale).shape[0]
+            start = 0
+            while start < n:
+                if group and (rows == step or group[0][0].device != chunk.device):
+                    yield self._gather(group, rows, h, zero)
+                    group, rows, zero = [], 0, 0
+                stop = min(n, start + step - rows)
+                group.append((chunk, start, stop))
+                rows += stop - start
+                start = stop
+        if group:
+            yield self._gather(group, rows, h, zero)
+        else:  # no signed row at all: the pass still counts the zero-advantage tokens
+            device = self._chunks[0].device
+            yield torch.zeros(0, h, dtype=torch.float32, device=device), torch.zeros(0, device=device), zero
 
+    def _gather(self, group: list[tuple[_Chunk, int, int]], rows: int, h: int, zero: int) -> tuple[Tensor, Tensor, int]:
+        """One feed chunk from its slices: the rows converted to float32 in place of one buffer,
+        then scaled by 1 - p (the same products as converting and scaling each slice)."""
+        device = group[0][0].device
+        v = torch.empty(rows, h, dtype=torch.float32, device=device)
+        scales, advs, pos = [], [], 0
+        for chunk, start, stop in group:
+            hidden, scale, adv = (self._load(t) for t in (chunk.hidden, chunk.scale, chunk.advantages))
+            v[pos : pos + stop - start].copy_(hidden[start:stop], non_blocking=True)
+            scales.append(scale[start:stop])
+            advs.append(adv[start:stop])
+            pos += stop - start
+        scale = (scales[0] if len(scales) == 1 else torch.cat(scales)).to(device, non_blocking=True)
+        adv = (advs[0] if len(advs) == 1 else torch.cat(advs)).to(device, non_blocking=True)
+        return v.mul_(scale.unsqueeze(1)), adv, zero
+
+    def _feed(self, stream: DeltaStream, ready: list[tuple[Tensor, Tensor, int]] | None = None) -> None:
+        """One pass: every cached row into the stream, in order (``ready``: the feed chunks,
+        already gathered)."""
+        for v, adv, zero in ready if ready is not None else self._feed_chunks():
+            stream.update_tokens(v, adv, zero_advantage_tokens=zero)
+
+    @in_full_precision  # once for every pass (the stream's own entries then find nothing to switch)
     def run(self, stream: DeltaStream) -> StreamedDeltaCoefficients:
         """Every remaining pass of ``stream`` from the cache; the result's coef, concatenated,
         is the signed tokens' coefficients in the order they were added (`coefficients`)."""
@@ -280,8 +315,13 @@ class PackedProxyCache:
             raise RuntimeError("PackedProxyCache.run: a record_only cache holds no rows")
         if not stream.started:  # a fresh stream: passes are free, H x H memory is not
             stream.measure_gamma_directly()
+        ready = None
+        if self._chunks:  # rows that fill one feed chunk are gathered once, not once per pass
+            h = self._load(self._chunks[0].hidden).shape[1]
+            if self.signed_tokens * h <= CHUNK_ELEMENTS and len({c.device for c in self._chunks}) == 1:
+                ready = list(self._feed_chunks())
         while not stream.done:
-            self._feed(stream)
+            self._feed(stream, ready)
             stream.end_pass()
         return stream.result()
 

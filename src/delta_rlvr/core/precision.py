@@ -23,24 +23,48 @@ F = TypeVar("F", bound=Callable)
 AUTOCAST_DEVICES: tuple[str, ...] = ("cpu", "cuda", "xpu", "mps")
 
 
+def _known_autocast_devices() -> tuple[str, ...]:
+    known = []
+    for device in AUTOCAST_DEVICES:
+        try:
+            torch.is_autocast_enabled(device)
+        except (RuntimeError, ValueError):  # a device type this build does not know
+            continue
+        known.append(device)
+    return tuple(known)
+
+
+_AUTOCAST_KNOWN = _known_autocast_devices()
+#: the float32-matmul precision settings of torch >= 2.9 ("ieee" = full float32)
+_MATMUL_BACKENDS = ("cuda", "mkldnn")
+_BACKENDS = tuple(getattr(torch.backends, name).matmul for name in _MATMUL_BACKENDS)
+_PER_BACKEND = all(hasattr(b, "fp32_precision") for b in _BACKENDS)
+
+
+def _already_full() -> bool:
+    """Whether nothing is to switch: no autocast on, every float32 matmul in full precision
+    (inside an outer `full_precision`, for instance; a few attribute reads instead of entering
+    and leaving the contexts)."""
+    if any(torch.is_autocast_enabled(device) for device in _AUTOCAST_KNOWN):
+        return False
+    if _PER_BACKEND:
+        return all(b.fp32_precision == "ieee" for b in _BACKENDS)
+    return torch.get_float32_matmul_precision() == "highest"  # pragma: no cover - torch < 2.9
+
+
 @contextmanager
 def full_precision() -> Iterator[None]:
     """Autocast off on every device where it is on; float32 matmuls in full precision (no TF32,
     no bf16 passes); both restored on exit, also on error."""
+    if _already_full():
+        yield
+        return
     with ExitStack() as stack:
-        for device in AUTOCAST_DEVICES:
-            try:
-                enabled = torch.is_autocast_enabled(device)
-            except (RuntimeError, ValueError):  # a device type this build does not know
-                continue
-            if enabled:
+        for device in _AUTOCAST_KNOWN:
+            if torch.is_autocast_enabled(device):
                 stack.enter_context(torch.autocast(device_type=device, enabled=False))
         with _ieee_matmuls():
             yield
-
-
-#: the float32-matmul precision settings of torch >= 2.9 ("ieee" = full float32)
-_MATMUL_BACKENDS = ("cuda", "mkldnn")
 
 
 @contextmanager
@@ -48,8 +72,8 @@ def _ieee_matmuls() -> Iterator[None]:
     """float32 matmuls in full precision on every backend, restored on exit. Uses the per-backend
     ``fp32_precision`` API where torch has it (reading the legacy global after the new API has
     been used raises in torch >= 2.9), the legacy global otherwise."""
-    backends = [getattr(torch.backends, name).matmul for name in _MATMUL_BACKENDS]
-    if all(hasattr(b, "fp32_precision") for b in backends):
+    backends = _BACKENDS
+    if _PER_BACKEND:
         previous = [b.fp32_precision for b in backends]
         for b in backends:
             b.fp32_precision = "ieee"
@@ -72,6 +96,8 @@ def in_full_precision(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        if _already_full():  # the common case inside the estimator: nothing to switch
+            return fn(*args, **kwargs)
         with full_precision():
             return fn(*args, **kwargs)
 
