@@ -205,6 +205,20 @@ def test_a_stdio_file_scores_all_or_nothing_and_with_partial_credit_says_partial
 
 
 @needs_sandbox
+def test_max_file_bytes_of_a_code_file_benchmark_reaches_the_sandbox(tmp_path):
+    # A program that writes a 2 MiB scratch file in its private /tmp, then answers.
+    path = _write_jsonl(tmp_path / "echo.jsonl", [{"question": "echo", "cases": [["7\n", "7\n"]]}])
+    program = "open('/tmp/scratch', 'wb').write(b'x' * (2 << 20))\nprint(input())\n"
+    spec = f"code:path={path},tests=cases,tests_format=stdio,prompt=question"
+    got = {}
+    for limit in (None, 4 << 20, 1 << 20):
+        bench = resolve_benchmark(spec + ("" if limit is None else f",max_file_bytes={limit}"))
+        got[limit] = [(v.correct, v.reason) for v in bench.scorer([program], list(bench.records))]
+    assert got[None] == got[4 << 20] == [(True, "correct")]  # the default is 64 MiB
+    assert got[1 << 20] == [(False, "error")]  # past the limit the write fails (EFBIG)
+
+
+@needs_sandbox
 def test_bad_code_rows_stop_the_benchmark_or_are_skipped_and_counted(tmp_path):
     rows = [MBPP_ROWS[0], {"task_id": 13, "text": "no tests here"}, MBPP_ROWS[1]]
     path = _write_jsonl(tmp_path / "mixed.jsonl", rows)
@@ -222,6 +236,8 @@ def test_bad_code_rows_stop_the_benchmark_or_are_skipped_and_counted(tmp_path):
         ("path=x.jsonl,preset=apps", "preset='apps' must be one of ['humaneval', 'mbpp', 'prime']"),
         ("path=x.jsonl,partial_credit=maybe", "partial_credit='maybe' must be true or false"),
         ("path=x.jsonl,timeout_s=0", "timeout_s='0' must be a positive number"),
+        ("path=x.jsonl,max_file_bytes=0", "max_file_bytes='0' must be an integer >= 1"),
+        ("path=x.jsonl,max_file_bytes=2MiB", "max_file_bytes='2MiB' must be an integer >= 1"),
         ("path=x.jsonl,tests", "option 'tests' needs a value"),
         ("path=x.jsonl,path=y.jsonl", "option 'path' is given twice"),
     ],

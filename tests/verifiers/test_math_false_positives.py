@@ -37,6 +37,7 @@ WRONG = [
     ("tolerance", r"\frac{100000000}{3}", "33333330.5"),
     ("tolerance", r"\frac{2000000}{7}", "285714.0"),
     ("tolerance", r"\frac{1}{3}", "0.3334"),
+    ("tolerance", r"\frac{1}{3}", "0.3333332"),  # more than one unit of its last place below 1/3
     ("currency", r"\$50", r"50 \text{ cents}"),
     ("currency", r"50 \text{ cents}", r"\$50"),
     ("currency", r"\$50", "50 cents"),
@@ -70,6 +71,7 @@ RIGHT = [
     ("tolerance", r"\frac{2000000}{7}", "285714.2857143"),
     ("tolerance", r"\frac{100000000}{3}", "33333333.3333333"),
     ("tolerance", r"\frac{2000000}{7}", "285714.3"),  # rounded correctly to its own one place, within 1e-6
+    ("tolerance", r"\frac{1}{3}", "0.3333334"),  # its last digit off by one: within one unit of that place
     ("currency", r"\$50", "50"),
     ("currency", r"\$50", r"\$50.00"),
     ("currency", r"50 \text{ cents}", "50"),

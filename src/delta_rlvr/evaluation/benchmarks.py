@@ -48,7 +48,7 @@ from delta_rlvr.data import (
 from delta_rlvr.errors import ConfigError
 from delta_rlvr.train.config import TaskConfig, build, parse_override
 from delta_rlvr.train.tasks import ArithmeticTask
-from delta_rlvr.verifiers.code_runner import require_sandbox
+from delta_rlvr.verifiers.code_runner import DEFAULT_MAX_FILE_BYTES, require_sandbox
 from delta_rlvr.verifiers.verdicts import CODE_TIMEOUT_S, Scorer, code_verdicts, math_verdicts
 
 
@@ -202,6 +202,7 @@ CODE_OPTIONS: dict[str, str] = {
     "partial_credit": "true: run every case; a failure that passed some is reason 'partial'",
     "timeout_s": f"wall-clock limit per sandboxed process (default {CODE_TIMEOUT_S:g})",
     "memory_mb": "memory limit of each program's process tree (default 1024)",
+    "max_file_bytes": f"largest file a program may write, in bytes (default {DEFAULT_MAX_FILE_BYTES})",
     "isolation": "bwrap (default, the sandbox) | none (UNSAFE: only for models whose code you trust)",
 }
 def _code_stem(path: Path) -> str:
@@ -243,7 +244,7 @@ def parse_code_options(options: str, spec: str | None = None) -> dict[str, str]:
     for key, allowed in choices.items():
         if key in out and out[key] not in allowed:
             raise _code_option_error(spec, f"option {key}={out[key]!r} must be one of {list(allowed)}")
-    for key, cast, low in (("show_tests", int, 0), ("memory_mb", int, 64), ("timeout_s", float, 0)):
+    for key, cast, low in (("show_tests", int, 0), ("memory_mb", int, 64), ("timeout_s", float, 0), ("max_file_bytes", int, 1)):
         if key in out:
             try:
                 number = cast(out[key])
@@ -281,7 +282,7 @@ def _code_benchmark(name: str, load, what: str, completion: bool, opts: dict[str
               f"{' field ' + repr(first.field) if first.field else ''}: {first.message})", file=sys.stderr)
     scorer = code_verdicts(partial_credit=_BOOLEANS[opts.get("partial_credit", "false").lower()],
                          timeout_s=float(opts.get("timeout_s", CODE_TIMEOUT_S)), memory_mb=int(opts.get("memory_mb", 1024)),
-                         isolation=isolation)
+                         max_file_bytes=int(opts.get("max_file_bytes", DEFAULT_MAX_FILE_BYTES)), isolation=isolation)
     return Benchmark(name, tuple(records), "code", scorer, summary.rows_skipped, completion)
 
 

@@ -226,9 +226,11 @@ def numbers_match(gold: PlainNumber, pred: PlainNumber) -> bool:
     written (`50%` != `0.5%`).
     Rounded decimals: a decimal with k places against a value it cannot equal exactly (a gold
     with no finite expansion, 1/3, 2/7; or a decimal written with fewer places) is accepted
-    when it is the value rounded or cut to its own k places (|pred - gold| < 10^-k) and within
+    when it lies within one unit of its own last place (|pred - gold| < 10^-k: the value
+    rounded or cut to k places, or its last digit off by one, `0.3333334` = 1/3) and within
     1e-6 relative of it; so `0.3333333` = 1/3 but `0.333` != 1/3, and no tolerance ever accepts
-    a different integer or a decimal whose own last digit is wrong (`285714.0` != 2000000/7).
+    a different integer or a decimal further off than one unit of its last place
+    (`285714.0` != 2000000/7).
     Two terminating values otherwise compare exactly (1 != 1.0001, 0.001 != 0.0011).
     """
     gold_values = [gold.value] + ([gold.value / 100] if gold.percent and not pred.percent else [])
@@ -243,7 +245,7 @@ def numbers_match(gold: PlainNumber, pred: PlainNumber) -> bool:
 
 
 def _within_written_precision(approx: PlainNumber, approx_value: Fraction, exact_value: Fraction) -> bool:
-    """`approx` (a decimal with k places) is `exact_value` rounded or cut to k places, and close."""
+    """`approx` (a decimal with k places) is within one unit of its last place of `exact_value`, and close."""
     places = approx.decimal_places
     if places is None or places == 0 or exact_value == 0:
         return False
