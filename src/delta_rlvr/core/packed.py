@@ -8,8 +8,10 @@ recomputing h with K + 1 more forwards, the first forward stores, for each signe
 (valid, A != 0), its hidden state h in the dtype the model produced it (bf16 under mixed
 precision: no rounding, since that is the value the LM head saw), 1 - p in float32 and its
 advantage. Zero-advantage tokens are only counted: their vectors never enter the estimator.
-Every pass then runs from the cache, a chunk of at most `CHUNK_ELEMENTS` floats at a time, and
-gives exactly the coefficients of the padded one-shot form (tests/core/test_packed.py).
+Every pass then runs from the cache, a chunk of at most `CHUNK_ELEMENTS` floats at a time
+(filled across the added chunks' boundaries, so the numbers do not depend on the micro-batch
+sizes; gathered once for every pass when the whole cache fits one chunk), and gives the
+coefficients of the padded one-shot form (tests/core/test_packed.py).
 
 Memory: N_signed x (H x itemsize(h) + 8) bytes, kept in tiers tried in order (`CacheTier`): the
 tokens' own device (the GPU), host memory (pinned where CUDA is available; chunks travel back
