@@ -3,6 +3,8 @@ without re-forwards, in true float32 under autocast."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from reference_delta import reference_coefficients
@@ -252,6 +254,60 @@ def test_every_tier_holds_the_rows_bit_for_bit(tiers, dtype, tmp_path):
     assert err < 1e-5
     tiered.free()
     assert not list(tmp_path.iterdir())  # the spill file was unlinked at once
+
+
+def test_the_disk_tier_writes_in_the_background_with_one_chunk_in_flight(tmp_path, monkeypatch):
+    # add() returns while the disk writes (the caller's forward goes on); the next add waits for
+    # the write before it, so host memory holds at most one chunk beside the new one.
+    import threading
+
+    import delta_rlvr.core.packed as packed
+
+    gate, started = threading.Event(), threading.Event()
+    pwrite = os.pwrite
+
+    def slow_pwrite(fd, data, offset):
+        started.set()
+        assert gate.wait(10), "the test never released the write"
+        return pwrite(fd, data, offset)
+
+    monkeypatch.setattr(packed.os, "pwrite", slow_pwrite)
+    hidden, logp, adv, mask = rollout(10)
+    cache, plain = PackedProxyCache(tiers=[CacheTier("disk", 1 << 30, str(tmp_path))]), PackedProxyCache()
+    m = mask[:5]
+    assert cache.add(hidden[:5][m], logp[:5][m], adv[:5, None].expand_as(m)[m])  # returns with its write blocked
+    assert started.wait(10) and not gate.is_set()
+    second = threading.Thread(target=fill, args=(cache, hidden[5:], logp[5:], adv[5:], mask[5:]))
+    second.start()
+    second.join(0.3)
+    assert second.is_alive()  # waits for the first chunk's write
+    gate.set()
+    second.join(10)
+    assert not second.is_alive()
+    fill(plain, hidden, logp, adv, mask)
+    want = PackedProxyCache.coefficients(plain.run(DeltaStream(DeltaConfig())))
+    assert torch.equal(PackedProxyCache.coefficients(cache.run(DeltaStream(DeltaConfig()))), want)
+    cache.free()
+
+
+def test_a_failed_spill_write_is_raised_naming_the_directory_and_the_settings(tmp_path, monkeypatch):
+    import errno
+
+    import delta_rlvr.core.packed as packed
+
+    def full_disk(fd, data, offset):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(packed.os, "pwrite", full_disk)
+    hidden, logp, adv, mask = rollout(11)
+    cache = PackedProxyCache(tiers=[CacheTier("disk", 1 << 30, str(tmp_path))])
+    m = mask[:5]
+    assert cache.add(hidden[:5][m], logp[:5][m], adv[:5, None].expand_as(m)[m])
+    with pytest.raises(OSError, match=r"spill file in .*No space left on device.*delta\.spill_gib.*delta\.spill_dir") as raised:
+        cache.run(DeltaStream(DeltaConfig()))
+    assert raised.value.errno == errno.ENOSPC and str(tmp_path) in str(raised.value)
+    cache.free()
+    assert not list(tmp_path.iterdir())
 
 
 def test_when_every_tier_is_full_the_cache_overflows_and_bad_tiers_are_refused(tmp_path):

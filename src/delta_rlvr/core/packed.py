@@ -15,10 +15,11 @@ coefficients of the padded one-shot form (tests/core/test_packed.py).
 
 Memory: N_signed x (H x itemsize(h) + 8) bytes, kept in tiers tried in order (`CacheTier`): the
 tokens' own device (the GPU), host memory (pinned where CUDA is available; chunks travel back
-one at a time) and a memory-mapped file on local disk, read back in every pass. Each tier has a
-byte cap; a chunk goes to the first tier with room for the whole of it. When every tier is
-full, `add` refuses the chunk and the caller falls back to the streaming form (`spill` feeds
-what was cached to the stream's first pass and frees it). Every tier gives the same numbers:
+one at a time) and a memory-mapped file on local disk (written by a background thread while the
+forward goes on), read back in every pass. Each tier has a byte cap; a chunk goes to the first
+tier with room for the whole of it. When every tier is full, `add` refuses the chunk and the
+caller falls back to the streaming form (`spill` feeds what was cached to the stream's first
+pass and frees it). Every tier gives the same numbers:
 the rows are stored bit for bit. Passes over the cache cost no forward, so `run` measures
 gamma^(0) with a pass of its own rather than from the stream's (2, H, H) float64 second
 moments: the estimator's own memory stays O(H) plus one chunk of at most `CHUNK_ELEMENTS` floats.
@@ -29,6 +30,7 @@ from __future__ import annotations
 import mmap
 import os
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -79,28 +81,59 @@ class CacheTier:
 
 class _SpillFile:
     """An append-only file of tensors, unlinked at once (it lives as long as its descriptor),
-    read back through one private memory map of the whole file."""
+    read back through one private memory map of the whole file.
+
+    Each `write` copies its tensors to host memory at once and leaves the bytes to a background
+    thread, so the caller's forward goes on while the disk writes; a `write` first waits for the
+    previous one, so at most one chunk is in flight (host memory: that chunk's copy beside the
+    new one). A failed write is raised, with the directory and what to do, by the next `write`,
+    `read` or `flush`."""
 
     def __init__(self, directory: str) -> None:
         fd, path = tempfile.mkstemp(prefix="delta-spill-", suffix=".bin", dir=directory)
         os.unlink(path)  # nothing is left behind, whatever happens to the process
-        self._file = os.fdopen(fd, "w+b")
+        self._fd = fd
+        self.directory = directory
         self.size = 0
         self._map: mmap.mmap | None = None
         self._mapped = 0
+        self._job: threading.Thread | None = None
+        self._errors: list[OSError] = []
 
-    def write(self, t: Tensor) -> tuple[int, torch.Size, torch.dtype]:
-        """Append ``t`` (copied to CPU, contiguous); returns where it is."""
-        cpu = t.detach().to("cpu").contiguous()
-        offset = self.size
-        raw = cpu.reshape(-1).view(torch.uint8) if cpu.numel() else torch.zeros(0, dtype=torch.uint8)
-        self._file.seek(offset)
-        self._file.write(memoryview(raw.numpy()))
-        pad = -raw.numel() % _ALIGN
-        if pad:
-            self._file.write(b"\0" * pad)
-        self.size = offset + raw.numel() + pad
-        return offset, cpu.shape, cpu.dtype
+    def write(self, tensors: Sequence[Tensor]) -> list[tuple[int, torch.Size, torch.dtype]]:
+        """Append each tensor (copied to CPU now, contiguous); returns where each one is."""
+        parts, where = [], []
+        for t in tensors:
+            cpu = t.detach().to("cpu").contiguous()
+            raw = cpu.reshape(-1).view(torch.uint8) if cpu.numel() else torch.zeros(0, dtype=torch.uint8)
+            parts.append((self.size, raw))
+            where.append((self.size, cpu.shape, cpu.dtype))
+            self.size += raw.numel() + (-raw.numel() % _ALIGN)
+        self.flush()
+        self._job = threading.Thread(target=self._write_parts, args=(parts,), name="delta-spill", daemon=True)
+        self._job.start()
+        return where
+
+    def _write_parts(self, parts: list[tuple[int, Tensor]]) -> None:
+        try:
+            for offset, raw in parts:
+                view = memoryview(raw.numpy())
+                done = 0
+                while done < len(view):
+                    done += os.pwrite(self._fd, view[done:], offset + done)
+        except OSError as error:  # raised in the caller's thread by the next write, read or flush
+            self._errors.append(error)
+
+    def flush(self) -> None:
+        """Wait until every byte written so far is in the file (the page cache)."""
+        if self._job is not None:
+            self._job.join()
+            self._job = None
+        if self._errors:
+            error = self._errors[0]
+            raise OSError(error.errno, f"DelTA's spill file in {self.directory}: writing the cache failed "
+                          f"({error.strerror or error}); free space there, lower the spill cap (delta.spill_gib) "
+                          "or point the spill directory (delta.spill_dir) at a larger local disk") from error
 
     def read(self, offset: int, shape: torch.Size, dtype: torch.dtype) -> Tensor:
         """A CPU tensor backed by the file's pages (no copy until it is moved or converted)."""
@@ -108,14 +141,18 @@ class _SpillFile:
         if count == 0:
             return torch.zeros(shape, dtype=dtype)
         if self._map is None or self._mapped != self.size:
-            self._file.flush()
-            self._map = mmap.mmap(self._file.fileno(), self.size, access=mmap.ACCESS_COPY)
+            self.flush()
+            os.ftruncate(self._fd, self.size)  # the file covers the last tensor's alignment padding
+            self._map = mmap.mmap(self._fd, self.size, access=mmap.ACCESS_COPY)
             self._mapped = self.size
         return torch.frombuffer(self._map, dtype=dtype, count=count, offset=offset).view(shape)
 
     def close(self) -> None:
+        if self._job is not None:
+            self._job.join()  # its error, if any, no longer matters
+            self._job = None
         self._map = None  # views still alive keep their own reference to the map
-        self._file.close()
+        os.close(self._fd)
 
 
 @dataclass
@@ -239,7 +276,7 @@ class PackedProxyCache:
         elif kind == "disk":
             if self._spill is None:
                 self._spill = _SpillFile(self.tiers[tier].directory)
-            rows, scale, adv = (self._spill.write(t) for t in (rows, scale, adv))
+            rows, scale, adv = self._spill.write((rows, scale, adv))
         self._chunks.append(_Chunk(rows, scale, adv, zero, device, tier, size))
         self._count(tier, size, n_signed, zero)
         return True
