@@ -54,6 +54,15 @@ WRONG = [
     ("unit", r"5 \text{ cm}^3", "5 cm^2"),
     ("unit", r"90^\circ", r"90 \text{ radians}"),
     ("unit", r"12 \text{ km}", r"12 \text{ m}"),
+    # numeric hedges: both signs, both of two values, an approximation of an exact gold
+    ("hedge", "2", r"\pm 2"),
+    ("hedge", "2", r"2 \text{ or } -2"),
+    ("hedge", "2", r"\{2, -2\}"),
+    ("hedge", "2", "2, -2"),
+    ("hedge", "12", r"12 \text{ or } 13"),
+    ("hedge", r"\pi", r"\approx 3.14"),
+    ("hedge", r"\sqrt{2}", r"\approx 1.41"),
+    ("hedge", "3", r"\approx 3.4"),
 ]
 
 # (class, gold, right answer in the box): the same shapes, correct
@@ -84,6 +93,8 @@ RIGHT = [
     ("unit", r"5 \text{ cm}^3", r"5 \text{ cm}^3"),
     ("unit", r"90^\circ", "90"),
     ("unit", r"90^\circ", r"90 \text{ degrees}"),
+    ("hedge", "-2", r"-2"),
+    ("hedge", r"\{2, -2\}", r"\pm 2"),
 ]
 
 
@@ -104,7 +115,7 @@ def test_the_same_shape_written_right_still_scores_one(pool, answer_format):
 
 
 def test_every_class_of_the_issue_is_covered():
-    assert {kind for kind, _, _ in WRONG} == {"anagram", "percent", "tolerance", "currency", "relation", "unit"}
+    assert {kind for kind, _, _ in WRONG} == {"anagram", "percent", "tolerance", "currency", "relation", "unit", "hedge"}
 
 
 @pytest.mark.parametrize("hedge", [r"\boxed{(C) or (D)}", "The answer is (A) (B) (C) (D)", r"\boxed{C, D}", r"\boxed{C \text{ or } D}",
