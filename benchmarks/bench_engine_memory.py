@@ -36,7 +36,10 @@ sys.path.insert(0, str(ROOT / "tests" / "adapters"))
 from trl_memory import LiveTensorBytes  # noqa: E402
 
 
-def rollout(tokenizer_vocab: int, b: int, t: int, prompt: int = 8):
+def rollout(tokenizer_vocab: int, b: int, t: int, prompt: int = 8, calculate_entropy: bool = True):
+    """A verl rollout batch of b random responses of t tokens after ``prompt`` random prompt
+    tokens, advantages +1, -1, 0 in turn, in verl's no-padding layout (also used by
+    bench_verl_gpu_memory.py)."""
     from tensordict import TensorDict
     from verl.utils import tensordict_utils as tu
     from verl.workers.utils.padding import left_right_2_no_padding
@@ -54,7 +57,7 @@ def rollout(tokenizer_vocab: int, b: int, t: int, prompt: int = 8):
         ADVANTAGE_KEY: torch.tensor([1.0, -1.0, 0.0] * (b // 3) + [1.0] * (b % 3)),
     }, batch_size=[b])
     td = left_right_2_no_padding(td)
-    tu.assign_non_tensor(td, temperature=1.0, calculate_entropy=True, compute_loss=False)
+    tu.assign_non_tensor(td, temperature=1.0, calculate_entropy=calculate_entropy, compute_loss=False)
     return td
 
 

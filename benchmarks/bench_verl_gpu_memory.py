@@ -35,6 +35,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "adapters"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_engine_memory import rollout  # noqa: E402  (the same verl rollout batch)
 
 
 def build_model(hidden: int, layers: int, vocab: int, length: int, device: str):
@@ -47,28 +50,6 @@ def build_model(hidden: int, layers: int, vocab: int, length: int, device: str):
     config._attn_implementation = "sdpa"
     torch.manual_seed(0)
     return Qwen3ForCausalLM(config).to(device=device, dtype=torch.bfloat16).eval()
-
-
-def rollout(vocab: int, b: int, t: int, prompt: int = 64):
-    from tensordict import TensorDict
-    from verl.utils import tensordict_utils as tu
-    from verl.workers.utils.padding import left_right_2_no_padding
-
-    from delta_rlvr.adapters.verl.actor_pass import ADVANTAGE_KEY
-
-    g = torch.Generator().manual_seed(0)
-    prompts = torch.randint(4, vocab, (b, prompt), generator=g)
-    responses = torch.randint(4, vocab, (b, t), generator=g)
-    td = TensorDict({
-        "prompts": prompts, "responses": responses, "input_ids": torch.cat([prompts, responses], 1),
-        "attention_mask": torch.ones(b, prompt + t, dtype=torch.int64),
-        "position_ids": torch.arange(prompt + t).expand(b, -1).clone(),
-        "response_mask": torch.ones(b, t, dtype=torch.int64),
-        ADVANTAGE_KEY: torch.tensor([1.0, -1.0, 0.0] * (b // 3) + [1.0] * (b % 3)),
-    }, batch_size=[b])
-    td = left_right_2_no_padding(td)
-    tu.assign_non_tensor(td, temperature=1.0, calculate_entropy=False, compute_loss=False)
-    return td
 
 
 def main() -> None:
@@ -96,7 +77,7 @@ def main() -> None:
     if cuda:
         torch.cuda.set_device(0)
     model = build_model(args.hidden, args.layers, args.vocab, args.length, args.device)
-    td = rollout(args.vocab, args.responses, args.length)
+    td = rollout(args.vocab, args.responses, args.length, prompt=64, calculate_entropy=False)
     signed = int((td[ADVANTAGE_KEY] != 0).sum()) * args.length
     out = {"device": torch.cuda.get_device_name() if cuda else "cpu", "hidden": args.hidden, "layers": args.layers,
            "vocab": args.vocab, "length": args.length, "responses": args.responses, "signed_tokens": signed,
