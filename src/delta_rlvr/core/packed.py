@@ -292,6 +292,15 @@ class PackedProxyCache:
     def _load(self, stored: Tensor | tuple) -> Tensor:
         return self._spill.read(*stored) if isinstance(stored, tuple) else stored
 
+    @staticmethod
+    def _shape(stored: Tensor | tuple) -> torch.Size:
+        """A stored tensor's shape, without reading it back from disk."""
+        return stored[1] if isinstance(stored, tuple) else stored.shape
+
+    def _feed_rows(self) -> int:
+        """Rows per feed chunk: CHUNK_ELEMENTS floats of the cached rows' width (0: no rows)."""
+        return max(1, CHUNK_ELEMENTS // max(self._shape(self._chunks[0].hidden)[1], 1)) if self._chunks else 0
+
     def _feed_chunks(self) -> Iterator[tuple[Tensor, Tensor, int]]:
         """The cached rows as the stream's chunks, in order: (v (m, H) float32 = (1 - p) h on
         the device the rows were computed on, advantages (m,), zero-advantage tokens). Each is
@@ -300,14 +309,12 @@ class PackedProxyCache:
         added (micro-batch sizes, tiers)."""
         if not self._chunks:
             return
-        h = self._load(self._chunks[0].hidden).shape[1]
-        step = max(1, CHUNK_ELEMENTS // max(h, 1))
+        h, step = self._shape(self._chunks[0].hidden)[1], self._feed_rows()
         zero = sum(c.zero_advantage_tokens for c in self._chunks)  # only counted: they go with the first chunk
         group: list[tuple[_Chunk, int, int]] = []  # (chunk, start, stop) slices of one feed chunk
         rows = 0
         for chunk in self._chunks:
-            n = self._load(chunk.scale).shape[0]
-            start = 0
+            n, start = self._shape(chunk.scale)[0], 0
             while start < n:
                 if group and (rows == step or group[0][0].device != chunk.device):
                     yield self._gather(group, rows, h, zero)
@@ -354,11 +361,9 @@ class PackedProxyCache:
             raise RuntimeError("PackedProxyCache.run: a record_only cache holds no rows")
         if not stream.started:  # a fresh stream: passes are free, H x H memory is not
             stream.measure_gamma_directly()
-        ready = None
-        if self._chunks:  # rows that fill one feed chunk are gathered once, not once per pass
-            h = self._load(self._chunks[0].hidden).shape[1]
-            if self.signed_tokens * h <= CHUNK_ELEMENTS and len({c.device for c in self._chunks}) == 1:
-                ready = list(self._feed_chunks())
+        ready = None  # rows that fill one feed chunk are gathered once, not once per pass
+        if self._chunks and self.signed_tokens <= self._feed_rows() and len({c.device for c in self._chunks}) == 1:
+            ready = list(self._feed_chunks())
         while not stream.done:
             self._feed(stream, ready)
             stream.end_pass()

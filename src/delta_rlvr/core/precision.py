@@ -59,6 +59,13 @@ def full_precision() -> Iterator[None]:
     if _already_full():
         yield
         return
+    with _switched():
+        yield
+
+
+@contextmanager
+def _switched() -> Iterator[None]:
+    """Switch autocast off where it is on and float32 matmuls to full precision, restore both."""
     with ExitStack() as stack:
         for device in _AUTOCAST_KNOWN:
             if torch.is_autocast_enabled(device):
@@ -72,15 +79,14 @@ def _ieee_matmuls() -> Iterator[None]:
     """float32 matmuls in full precision on every backend, restored on exit. Uses the per-backend
     ``fp32_precision`` API where torch has it (reading the legacy global after the new API has
     been used raises in torch >= 2.9), the legacy global otherwise."""
-    backends = _BACKENDS
     if _PER_BACKEND:
-        previous = [b.fp32_precision for b in backends]
-        for b in backends:
+        previous = [b.fp32_precision for b in _BACKENDS]
+        for b in _BACKENDS:
             b.fp32_precision = "ieee"
         try:
             yield
         finally:
-            for b, value in zip(backends, previous):
+            for b, value in zip(_BACKENDS, previous):
                 b.fp32_precision = value
         return
     legacy = torch.get_float32_matmul_precision()  # pragma: no cover - torch < 2.9
@@ -98,7 +104,7 @@ def in_full_precision(fn: F) -> F:
     def wrapper(*args, **kwargs):
         if _already_full():  # the common case inside the estimator: nothing to switch
             return fn(*args, **kwargs)
-        with full_precision():
+        with _switched():
             return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
